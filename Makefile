@@ -1,0 +1,41 @@
+# The README's commands.  Everything installs itself on first use (infra/setup.sh) and reuses caches after.
+SHELL := /bin/bash
+PY := .venv/bin/python
+STATE := .run
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: setup up down status demo test test-unit bench clean
+
+setup:
+	@bash infra/setup.sh
+
+## up / down: real Kafka (KRaft) and Redis on 127.0.0.1 (docker compose when a Docker engine answers)
+up: setup
+	@if docker info >/dev/null 2>&1; then \
+		docker compose up -d --wait kafka redis && \
+		echo "STREAMREC_KAFKA=127.0.0.1:29092" && echo "STREAMREC_REDIS=redis://127.0.0.1:6379/0"; \
+	else $(PY) -m infra.local up --state-dir $(STATE); fi
+
+down:
+	@if docker info >/dev/null 2>&1; then docker compose down; \
+	else $(PY) -m infra.local down --state-dir $(STATE); fi
+
+status:
+	@$(PY) -m infra.local status --state-dir $(STATE)
+
+## demo: infrastructure up, a stream worker, clicks in, slates printed, everything stopped again
+demo: setup
+	@$(PY) -m infra.demo
+
+## test: the whole suite (unit, integration against real Kafka + Redis, e2e)
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: setup
+	@$(PY) -m bench $(BENCH_ARGS)
+
+clean: down
+	rm -rf $(STATE) .pytest_cache

@@ -1,0 +1,322 @@
+"""Real Apache Kafka (KRaft, single node) and Redis 7 on this machine, without Docker.
+
+Used by ``make up`` / ``make down``, by the test fixtures and by CI.  Both servers listen on
+127.0.0.1 only, on ports chosen here (free ports unless given), write their logs to files in a
+state directory, and are stopped by the PID we started them with.
+
+The Kafka jars are resolved from Maven Central by ``mvn dependency:copy-dependencies`` (see
+``infra/kafka/pom.xml``) into a cache outside the work tree, so a second run starts at once.
+
+Command line::
+
+    python -m infra.local up   [--state-dir .run] [--kafka-port N] [--redis-port N]
+    python -m infra.local down [--state-dir .run]
+    python -m infra.local status [--state-dir .run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger("infra.local")
+
+KAFKA_VERSION = "3.9.1"
+HERE = Path(__file__).resolve().parent
+
+
+class MissingPrerequisite(RuntimeError):
+    """A program the local launchers need is not installed; the message says what to install."""
+
+
+@dataclass
+class Service:
+    """A server process we started and therefore must stop."""
+
+    name: str
+    pid: int
+    address: str
+    log: str
+    version: str
+    data_dir: str
+
+
+def cache_dir() -> Path:
+    """Downloads (Kafka jars) live here, outside any clone, so repeated runs reuse them."""
+    return Path(os.environ.get("STREAMREC_CACHE", Path.home() / ".cache" / "streamrec"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _require(program: str, install_hint: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        raise MissingPrerequisite(f"'{program}' was not found on PATH: {install_hint}")
+    return path
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+def kafka_libs() -> Path:
+    """Return the folder of Kafka broker jars, resolving them from Maven Central the first time."""
+    libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
+    if (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        return libs
+    mvn = _require("mvn", "install Maven (Debian: apt-get install maven) to resolve the Kafka jars")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
+    log.info("resolving Apache Kafka %s jars from Maven Central into %s", KAFKA_VERSION, libs)
+    subprocess.run(
+        [mvn, "-q", "-B", "-f", str(HERE / "kafka" / "pom.xml"), "dependency:copy-dependencies",
+         f"-DoutputDirectory={staging}", "-DincludeScope=runtime", f"-Dkafka.version={KAFKA_VERSION}"],
+        check=True,
+    )
+    if libs.exists():  # a concurrent run finished first
+        shutil.rmtree(staging)
+    else:
+        staging.rename(libs)
+    return libs
+
+
+def _java() -> str:
+    return _require("java", "install a Java 17 runtime (Debian: apt-get install openjdk-17-jre-headless)")
+
+
+def _kafka_cmd(libs: Path, main_class: str, *args: str) -> list[str]:
+    heap = os.environ.get("STREAMREC_KAFKA_HEAP", "-Xms256m -Xmx768m").split()
+    return [
+        _java(), *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{HERE / 'kafka' / 'log4j.properties'}",
+        "-cp", f"{libs}/*", main_class, *args,
+    ]
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `random-uuid` prints)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def wait_for_kafka(bootstrap: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Block until a metadata request to ``bootstrap`` succeeds."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000})
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"Kafka exited with code {proc.returncode} while starting")
+        try:
+            md = admin.list_topics(timeout=2)
+            if md.brokers:
+                return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            last = exc
+        time.sleep(0.3)
+    raise TimeoutError(f"Kafka at {bootstrap} did not answer a metadata request in {timeout:.0f}s: {last}")
+
+
+def start_kafka(state_dir: Path, port: int | None = None, timeout: float = 90.0) -> Service:
+    """Format KRaft storage and start one broker+controller on 127.0.0.1; return when it answers."""
+    libs = kafka_libs()
+    port = port or free_port()
+    controller_port = free_port()
+    work = Path(state_dir) / f"kafka-{port}"
+    data_dir = work / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    props = work / "server.properties"
+    template = (HERE / "kafka" / "server.properties.template").read_text()
+    props.write_text(template.format(port=port, controller_port=controller_port, data_dir=data_dir))
+    logfile = work / "kafka.log"
+    if not (data_dir / "meta.properties").exists():
+        subprocess.run(
+            _kafka_cmd(libs, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)),
+            check=True, stdout=subprocess.DEVNULL,
+        )
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(
+            _kafka_cmd(libs, "kafka.Kafka", str(props)), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        wait_for_kafka(bootstrap, timeout=timeout, proc=proc)
+    except BaseException:
+        stop_pid(proc.pid)
+        raise
+    version = _read_kafka_version(logfile)
+    log.info("Apache Kafka %s (KRaft) up at %s, pid %d, log %s", version, bootstrap, proc.pid, logfile)
+    return Service("kafka", proc.pid, bootstrap, str(logfile), version, str(data_dir))
+
+
+def restart_kafka(service: Service, timeout: float = 90.0) -> Service:
+    """Stop and start the same broker (same port, same data): the fault tests' broker restart."""
+    stop_pid(service.pid)
+    state_dir = Path(service.data_dir).parent.parent
+    port = int(service.address.rsplit(":", 1)[1])
+    return start_kafka(state_dir, port=port, timeout=timeout)
+
+
+def _read_kafka_version(logfile: Path) -> str:
+    match = re.search(r"Kafka version: (\S+)", logfile.read_text(errors="replace"))
+    return match.group(1) if match else "unknown"
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+def redis_version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"v=(\d+\.\d+\.\d+)", out)
+    return match.group(1) if match else "unknown"
+
+
+def start_redis(state_dir: Path, port: int | None = None, timeout: float = 20.0) -> Service:
+    """Start Debian's redis-server (7.x) on 127.0.0.1; no persistence (the stream is the source of truth)."""
+    binary = _require("redis-server", "install Redis 7 (Debian: apt-get install redis-server)")
+    version = redis_version(binary)
+    if not version.startswith(("7.", "8.")):
+        raise MissingPrerequisite(f"redis-server {version} found; Redis 7 or newer is required")
+    port = port or free_port()
+    work = Path(state_dir) / f"redis-{port}"
+    work.mkdir(parents=True, exist_ok=True)
+    logfile = work / "redis.log"
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(work), "--save", "",
+         "--appendonly", "no", "--logfile", str(logfile), "--daemonize", "no", "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with code {proc.returncode}; see {logfile}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_pid(proc.pid)
+            raise TimeoutError(f"redis-server on port {port} did not answer PING in {timeout:.0f}s")
+        time.sleep(0.1)
+    address = f"redis://127.0.0.1:{port}/0"
+    log.info("Redis %s up at %s, pid %d", version, address, proc.pid)
+    return Service("redis", proc.pid, address, str(logfile), version, str(work))
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def stop_pid(pid: int, timeout: float = 30.0) -> None:
+    """SIGTERM the process we started, then SIGKILL if it has not exited within ``timeout``."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                return
+        except ChildProcessError:  # not our child (started by an earlier `up`): poll for existence
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _state_file(state_dir: Path) -> Path:
+    return Path(state_dir) / "services.json"
+
+
+def up(state_dir: Path, kafka_port: int | None, redis_port: int | None) -> list[Service]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if _state_file(state_dir).exists():
+        running = [Service(**s) for s in json.loads(_state_file(state_dir).read_text())]
+        if all(_alive(s.pid) for s in running):
+            return running
+        down(state_dir)
+    services = [start_kafka(state_dir, kafka_port), start_redis(state_dir, redis_port)]
+    _state_file(state_dir).write_text(json.dumps([asdict(s) for s in services], indent=2))
+    return services
+
+
+def down(state_dir: Path) -> None:
+    path = _state_file(state_dir)
+    if not path.exists():
+        return
+    for s in json.loads(path.read_text()):
+        log.info("stopping %s (pid %d)", s["name"], s["pid"])
+        stop_pid(s["pid"])
+    path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m infra.local", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status", "jars"])
+    parser.add_argument("--state-dir", type=Path, default=Path(".run"))
+    parser.add_argument("--kafka-port", type=int, default=None)
+    parser.add_argument("--redis-port", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "jars":
+            print(kafka_libs())
+        elif args.command == "up":
+            services = up(args.state_dir.resolve(), args.kafka_port, args.redis_port)
+            by_name = {s.name: s for s in services}
+            print(f"STREAMREC_KAFKA={by_name['kafka'].address}  # Apache Kafka {by_name['kafka'].version}")
+            print(f"STREAMREC_REDIS={by_name['redis'].address}  # Redis {by_name['redis'].version}")
+        elif args.command == "down":
+            down(args.state_dir.resolve())
+        else:
+            path = _state_file(args.state_dir.resolve())
+            for s in json.loads(path.read_text()) if path.exists() else []:
+                print(f"{s['name']:6} pid {s['pid']:<8} {'up' if _alive(s['pid']) else 'DOWN'}  {s['address']}")
+    except MissingPrerequisite as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
