@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its figures; ``python -m bench`` (``make bench``) runs them all and writes a summary."""

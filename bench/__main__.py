@@ -1,0 +1,78 @@
+"""``python -m bench`` (``make bench``): run every benchmark, each in its own process, and write a summary.
+
+    python -m bench [--quick] [--only NAME ...]
+
+Writes ``bench/results/summary.json`` and ``bench/results/summary.md`` (machine facts, commands,
+figures).  ``--quick`` runs a short version of each (fewer epochs) to check the machinery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+BENCHMARKS: dict[str, list[str]] = {
+    "gru4rec-yoochoose": ["bench.gru4rec_quality", "--config", "yoochoose-xe"],
+    "gru4rec-yoochoose-reference-params": ["bench.gru4rec_quality", "--config", "yoochoose-xe-reference-params"],
+    "gru4rec-diginetica": ["bench.gru4rec_quality", "--config", "diginetica-bprmax"],
+}
+QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-params": ["--epochs", "1"],
+         "gru4rec-diginetica": ["--epochs", "1"]}
+
+
+def machine() -> dict:
+    mem_kb = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem_kb / 2**20, 1),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def to_markdown(results: dict, facts: dict) -> str:
+    lines = [f"# streamrec benchmarks — {facts['date']}", "",
+             f"Machine: {facts['cpus']} CPUs ({facts['cpu']}), {facts['memory_gb']} GB, Python {facts['python']}.", "",
+             "| benchmark | Recall@20 | MRR@20 | Recall@10 | MRR@10 | s/epoch | train events/s | peak RSS MB | command |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error'][:80]} | | | | | | | |")
+            continue
+        lines.append(f"| {name} | {r['recall@20']:.4f} | {r['mrr@20']:.4f} | {r['recall@10']:.4f} | {r['mrr@10']:.4f} "
+                     f"| {r['seconds_per_epoch_mean']:.1f} | {r['train_events_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} "
+                     f"| `{r['command']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS))
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for name in args.only or BENCHMARKS:
+        cmd = [sys.executable, "-m", *BENCHMARKS[name], *(QUICK.get(name, []) if args.quick else [])]
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            results[name] = {"error": f"exit code {proc.returncode}"}
+            continue
+        results[name] = json.loads(proc.stdout)
+        print(json.dumps({k: v for k, v in results[name].items() if k not in ("params", "machine")}, indent=2))
+    facts = machine()
+    (RESULTS / "summary.json").write_text(json.dumps({"machine": facts, "results": results}, indent=2))
+    (RESULTS / "summary.md").write_text(to_markdown(results, facts))
+    print((RESULTS / "summary.md").read_text())
+    return 0 if all("error" not in r for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""``python -m models``: train and evaluate GRU4Rec offline.
+
+    python -m models train --dataset yoochoose-100k --out gru.pt [--loss cross-entropy --layers 100 ...]
+    python -m models evaluate --model gru.pt --dataset yoochoose-100k [--mode conservative]
+
+``--data-dir`` defaults to ``../shared/data``; ``--train``/``--test`` take GRU4Rec TSV files instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from models.data import load_dataset, load_tsv
+from models.evaluate import NaNModelError, evaluate
+from models.gru4rec import GRU4Rec, GRU4RecParams
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def _load(args) -> tuple:
+    if args.train or args.test:
+        return (load_tsv(args.train) if args.train else None), (load_tsv(args.test) if args.test else None)
+    return load_dataset(args.dataset, args.data_dir)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="yoochoose-100k", choices=["yoochoose-100k", "diginetica"])
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--train", type=Path, help="GRU4Rec TSV training file (instead of --dataset)")
+    p.add_argument("--test", type=Path, help="GRU4Rec TSV test file (instead of --dataset)")
+
+
+def _add_param_args(p: argparse.ArgumentParser) -> None:
+    defaults = GRU4RecParams()
+    for f in fields(GRU4RecParams):
+        value = getattr(defaults, f.name)
+        if f.name == "layers":
+            p.add_argument("--layers", type=lambda s: [int(x) for x in s.split("/")], default=value,
+                           help="hidden sizes, e.g. 100 or 100/100")
+        elif isinstance(value, bool):
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
+                           default=value)
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)
+
+
+def params_from_args(args) -> GRU4RecParams:
+    return GRU4RecParams(**{f.name: getattr(args, f.name) for f in fields(GRU4RecParams)})
+
+
+def train_with_progress(gru: GRU4Rec, train, console: Console) -> GRU4Rec:
+    """Fit with a progress bar per epoch showing loss and events/s."""
+    with Progress(TextColumn("[bold]epochs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[info]}"), console=console) as bar:
+        task = bar.add_task("train", total=gru.params.n_epochs, info="")
+
+        def report(epoch: int, stats: dict) -> None:
+            bar.update(task, advance=1, info=f"loss {stats['loss']:.4f} · {stats['events_per_s']:,.0f} events/s "
+                                              f"· {stats['seconds']:.1f} s/epoch")
+
+        return gru.fit(train, progress=report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models", description="GRU4Rec offline training and evaluation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train GRU4Rec and save it")
+    _add_data_args(train)
+    _add_param_args(train)
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    train.add_argument("--evaluate", action="store_true", help="evaluate on the test split afterwards")
+    ev = sub.add_parser("evaluate", help="next-click Recall@K / MRR@K of a saved model")
+    _add_data_args(ev)
+    ev.add_argument("--model", type=Path, required=True)
+    ev.add_argument("--mode", default="conservative", choices=["conservative", "standard", "median"])
+    ev.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    console = Console(stderr=True)
+
+    train_df, test_df = _load(args)
+    if args.command == "train":
+        if train_df is None:
+            parser.error("no training data")
+        gru = train_with_progress(GRU4Rec(params_from_args(args), device=args.device), train_df, console)
+        gru.save(args.out)
+        console.print(f"saved {args.out} ({gru.n_items} items)")
+        if not args.evaluate:
+            return 0
+    else:
+        gru = GRU4Rec.load(args.model, device=args.device)
+    if test_df is None:
+        parser.error("no test data")
+    try:
+        result = evaluate(gru, test_df, mode=getattr(args, "mode", "conservative"))
+    except NaNModelError as err:
+        console.print(f"[red]{err}[/]")
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""GRU4Rec on tiny data: learning, the step API against an independent GRU, sampling, persistence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from models.evaluate import NaNModelError, evaluate
+from models.gru4rec import GRU4Rec, GRU4RecParams
+from models.sampling import SampleCache
+
+
+def cyclic_sessions(n_sessions=300, n_items=30, length=6, seed=0) -> pd.DataFrame:
+    """Sessions that walk item i -> i+1 (mod n): a transition a session model must learn."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_sessions):
+        start = rng.integers(n_items)
+        for t in range(length):
+            rows.append((s, str((start + t) % n_items), float(s * 100 + t)))
+    return pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
+
+
+def small(loss="cross-entropy", **kw) -> GRU4RecParams:
+    base = dict(layers=[32], loss=loss, batch_size=16, n_sample=16, n_epochs=6, learning_rate=0.1,
+                sample_alpha=0.5, logq=1.0 if loss == "cross-entropy" else 0.0, elu_param=1.0, bpreg=0.1, seed=3)
+    base.update(kw)
+    return GRU4RecParams(**base)
+
+
+@pytest.mark.parametrize("loss, factor", [("cross-entropy", 0.9), ("bpr-max", 0.9),
+                                          ("top1-max", 0.97)])  # TOP1-max's sigmoid(score^2) term keeps it high
+def test_loss_falls_over_epochs_and_the_transitions_are_learned(loss, factor):
+    gru = GRU4Rec(small(loss), device="cpu").fit(cyclic_sessions())
+    assert len(gru.loss_history) == 6
+    assert gru.loss_history[-1] < gru.loss_history[0] * factor, gru.loss_history
+    assert evaluate(gru, cyclic_sessions(n_sessions=50, seed=1))["recall@5"] > 0.8
+
+
+def test_learned_transitions_rank_first():
+    data = cyclic_sessions()
+    gru = GRU4Rec(small(n_epochs=10), device="cpu").fit(data)
+    result = evaluate(gru, cyclic_sessions(n_sessions=50, seed=1))
+    assert result["recall@5"] > 0.9 and result["mrr@20"] > 0.6, result
+
+
+@pytest.mark.parametrize("layers, constrained, embedding", [([24], True, 0), ([24, 24], True, 0), ([24], False, 12),
+                                                           ([24], False, 0)])
+def test_step_by_step_equals_full_sequence_and_an_independent_gru(layers, constrained, embedding):
+    gru = GRU4Rec(small(layers=layers, constrained_embedding=constrained, embedding=embedding, n_epochs=2),
+                  device="cpu").fit(cyclic_sessions())
+    items = torch.tensor([[0, 1, 2, 3, 4], [7, 3, 9, 9, 1]])
+    states, scores = gru.forward_sequence(items)
+
+    hidden = gru.init_hidden(2)
+    for t in range(items.shape[1]):
+        hidden, s = gru.step(hidden, items[:, t])
+        torch.testing.assert_close(hidden, states[t])
+        torch.testing.assert_close(s, scores[t])
+
+    m = gru.model
+    if m.onehot is None:  # the GRU layers as torch's own multi-layer nn.GRU over the whole sequence
+        x = m.Wy(items) if constrained else m.E(items)
+        ref = torch.nn.GRU(x.shape[-1], layers[0], num_layers=len(layers), batch_first=True)
+        with torch.no_grad():
+            for i, cell in enumerate(m.cells):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(ref, f"{name}_l{i}").copy_(getattr(cell, name))
+            out, _ = ref(x)
+            ref_scores = out @ m.Wy.weight.T + m.By.weight.T
+        torch.testing.assert_close(scores.transpose(0, 1), ref_scores, atol=1e-5, rtol=1e-4)
+
+
+def test_training_forward_in_eval_mode_is_the_step_computation():
+    gru = GRU4Rec(small(n_epochs=1, dropout_p_hidden=0.5, dropout_p_embed=0.3), device="cpu").fit(cyclic_sessions())
+    hidden = gru.init_hidden(3)
+    items, targets = torch.tensor([1, 2, 3]), torch.tensor([2, 3, 4, 10, 11])
+    _, step_scores = gru.step(hidden, items)
+    layers = list(gru.init_hidden(3).unbind(0))
+    out = gru.model.hidden_step(items, layers, training=False)
+    torch.testing.assert_close(gru.model.score(out, targets), step_scores[:, targets])
+
+
+def test_sampler_frequencies_follow_popularity_to_the_alpha():
+    torch.manual_seed(0)
+    pop = np.array([1, 4, 9, 16, 100, 0], dtype=float)
+    for alpha in (0.0, 0.5, 1.0):
+        cache = SampleCache(pop, n_sample=1000, alpha=alpha, max_size=50_000)
+        draws = torch.cat([cache.get_sample() for _ in range(200)]).numpy()
+        freq = np.bincount(draws, minlength=len(pop)) / len(draws)
+        weights = np.ones_like(pop) if alpha == 0 else pop**alpha
+        expected = weights / weights.sum()
+        np.testing.assert_allclose(freq, expected, atol=0.006)
+        if alpha > 0:
+            assert freq[-1] == 0.0  # an item never clicked is never sampled
+
+
+def test_save_load_round_trip(tmp_path):
+    gru = GRU4Rec(small(n_epochs=1), device="cpu").fit(cyclic_sessions())
+    gru.save(tmp_path / "m.pt")
+    again = GRU4Rec.load(tmp_path / "m.pt", device="cpu")
+    items = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(again.forward_sequence(items)[1], gru.forward_sequence(items)[1])
+    assert list(again.item_ids) == list(gru.item_ids) and again.params == gru.params
+    emb, bias, ids = again.item_embeddings()
+    assert emb.dtype == np.float32 and emb.shape == (30, 32) and bias.shape == (30,) and len(ids) == 30
+
+
+def test_unknown_items_map_to_minus_one_and_warm_start_adds_rows():
+    gru = GRU4Rec(small(n_epochs=1), device="cpu").fit(cyclic_sessions())
+    assert gru.item_indices(["0", "nope"]).tolist()[1] == -1
+    before = gru.model.Wy.weight[: gru.n_items].detach().clone()
+    new = pd.DataFrame({"SessionId": [1, 1, 1], "ItemId": ["new1", "new2", "0"], "Time": [0.0, 1.0, 2.0]})
+    gru.params.n_epochs = 0
+    gru.fit(new, warm_start=True)
+    assert gru.n_items == 32 and gru.item_indices(["new1", "new2"]).tolist() == [30, 31]
+    torch.testing.assert_close(gru.model.Wy.weight[:30], before)
+
+
+def test_nan_loss_blocks_evaluation():
+    gru = GRU4Rec(small(n_epochs=1), device="cpu").fit(cyclic_sessions())
+    gru.loss_history.append(math.nan)
+    with pytest.raises(NaNModelError):
+        evaluate(gru, cyclic_sessions(n_sessions=5))
+
+
+def test_training_stops_when_the_loss_goes_nan():
+    gru = GRU4Rec(small(n_epochs=4, learning_rate=1e30, momentum=0.9), device="cpu").fit(cyclic_sessions())
+    assert gru.trained_with_nan and len(gru.loss_history) < 4 or not gru.trained_with_nan
+    if gru.trained_with_nan:
+        with pytest.raises(NaNModelError):
+            evaluate(gru, cyclic_sessions(n_sessions=5))
