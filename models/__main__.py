@@ -2,6 +2,7 @@
 
     python -m models train --dataset yoochoose-100k --out gru.pt [--loss cross-entropy --layers 100 ...]
     python -m models evaluate --model gru.pt --dataset yoochoose-100k [--mode conservative]
+    python -m models publish --model gru.pt [--redis URL] [--namespace PREFIX]   first version, promoted
 
 ``--data-dir`` defaults to ``../shared/data``; ``--train``/``--test`` take GRU4Rec TSV files instead.
 """
@@ -69,6 +70,34 @@ def train_with_progress(gru: GRU4Rec, train, console: Console) -> GRU4Rec:
         return gru.fit(train, progress=report)
 
 
+def publish_first_version(registry, gru: GRU4Rec, alpha: float = 0.1, seed: int = 0, promote: bool = True) -> str:
+    """A major version from a trained GRU4Rec and a fresh ranker (W) with its first explorer (W + dW)."""
+    from models.dbgd import DuelingBanditGD
+    from models.ranker import DuelingQNetwork
+
+    w = DuelingQNetwork(gru.model.layers[-1], seed=seed).get_weights()
+    explorer = DuelingBanditGD(w, alpha=alpha, seed=seed).explorer_weights
+    version = registry.publish_major(gru, w, explorer, summary={"source": "publish"})
+    if promote:
+        registry.promote(version)
+    return version
+
+
+def publish(args, console: Console) -> int:
+    import os
+
+    import redis
+
+    from models.registry import ModelRegistry
+
+    url = args.redis or os.environ.get("STREAMREC_REDIS", "redis://127.0.0.1:6379/0")
+    namespace = args.namespace if args.namespace is not None else os.environ.get("STREAMREC_TOPIC_PREFIX", "")
+    registry = ModelRegistry(redis.Redis.from_url(url), namespace=namespace)
+    version = publish_first_version(registry, GRU4Rec.load(args.model, device="cpu"), args.alpha, args.seed)
+    console.print(f"published and promoted {version} in {url} (namespace {namespace!r})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models", description="GRU4Rec offline training and evaluation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,11 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--model", type=Path, required=True)
     ev.add_argument("--mode", default="conservative", choices=["conservative", "standard", "median"])
     ev.add_argument("--device", default=None)
+    pub = sub.add_parser("publish", help="publish a trained GRU4Rec with a fresh ranker as a new major version")
+    pub.add_argument("--model", type=Path, required=True)
+    pub.add_argument("--redis", default=None, help="Redis URL (default: STREAMREC_REDIS)")
+    pub.add_argument("--namespace", default=None, help="key prefix (default: STREAMREC_TOPIC_PREFIX)")
+    pub.add_argument("--alpha", type=float, default=0.1, help="DBGD exploration factor of the first explorer")
+    pub.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console(stderr=True)
+    if args.command == "publish":
+        return publish(args, console)
 
-    train_df, test_df = _load(args)
+    train_df, test_df = _load(args)  # noqa: F841 - publish returned above
     if args.command == "train":
         if train_df is None:
             parser.error("no training data")

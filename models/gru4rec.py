@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import pandas as pd
@@ -125,7 +125,8 @@ class GRU4RecModel(nn.Module):
         """Zero state for ``batch`` new sessions: shape (layers, batch, hidden); layers must share a size."""
         return torch.zeros(len(self.layers), batch, self.layers[-1], device=device or self.Wy.weight.device)
 
-    def hidden_step(self, items: torch.Tensor, hidden: list[torch.Tensor], training: bool) -> torch.Tensor:
+    def hidden_step(self, items: torch.Tensor, hidden: list[torch.Tensor], training: bool,
+                    inputs: torch.Tensor | None = None) -> torch.Tensor:
         """Advance every layer one step; ``hidden`` (a list, one tensor per layer) is updated in place.
 
         Dropout (training only) follows the item input and every layer's output, and the dropped
@@ -133,6 +134,8 @@ class GRU4RecModel(nn.Module):
         """
         if self.onehot is not None:
             x = self.onehot(items, hidden[0])
+        elif inputs is not None:  # precomputed item inputs (the stream's cold-start path)
+            x = inputs
         else:
             x = self.Wy(items) if self.constrained_embedding else self.E(items)
         if training:
@@ -362,7 +365,20 @@ class GRU4Rec:
         """
         assert self.model is not None, "the model is not trained"
         layers = list(hidden.unbind(0))
-        out = self.model.hidden_step(items, layers, training=False)
+        unknown = items < 0
+        if bool(unknown.any()):
+            # cold start: an item the model has never seen still advances the session, with the
+            # "unknown item" input (the mean item embedding); a one-hot model leaves the state as it is
+            if self.model.onehot is not None:
+                new_hidden, scores = self.step(hidden, items.clamp(min=0))
+                new_hidden[:, unknown] = hidden[:, unknown]
+                return new_hidden, scores
+            table = self.model.Wy if self.model.constrained_embedding else self.model.E
+            x = table(items.clamp(min=0))
+            x[unknown] = table.weight.mean(dim=0)
+            out = self.model.hidden_step(items, layers, training=False, inputs=x)
+        else:
+            out = self.model.hidden_step(items, layers, training=False)
         return torch.stack(layers), self.model.score(out)
 
     @torch.no_grad()
@@ -385,13 +401,13 @@ class GRU4Rec:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path | BinaryIO) -> None:
         assert self.model is not None, "the model is not trained"
         torch.save({"params": asdict(self.params), "item_ids": list(map(str, self.item_ids)),
                     "state_dict": self.model.state_dict(), "loss_history": self.loss_history}, path)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> "GRU4Rec":
+    def load(cls, path: str | Path | BinaryIO, device: str | None = None) -> "GRU4Rec":
         blob = torch.load(path, map_location="cpu", weights_only=True)
         gru = cls(GRU4RecParams(**blob["params"]), device=device)
         gru.item_ids = pd.Index(blob["item_ids"], dtype=str)

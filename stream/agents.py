@@ -1,9 +1,12 @@
-"""Stream agents: clicks in, slates (or dead letters) out.
+"""Stream agents: clicks in, slates (or dead letters) out; interleaving outcomes to the DBGD leader.
 
-``answer_clicks`` reads ``clicks`` in micro-batches, validates each record, sends a malformed one
-to ``dead-letters`` with its reason (the worker keeps running), and answers every valid click with
-one slate on ``recommendations``.  For now the slate is the most clicked items so far; the ranking
-is the part later work replaces, the plumbing stays.
+``answer_clicks`` reads ``clicks`` in micro-batches, validates each record (a malformed one goes to
+``dead-letters`` with its reason and the worker keeps running) and answers every valid click with
+one slate on ``recommendations``, ranked by :class:`stream.online.OnlineRecommender`.  If ranking a
+batch fails (Redis unreachable, say), the batch is still answered, with recently popular items.
+
+``decide_dbgd`` consumes the single-partition ``dbgd-feedback`` topic, so one worker decides for
+all (:class:`stream.leader.DbgdLeader`) and announces new versions on ``model-updates``.
 """
 
 from __future__ import annotations
@@ -11,28 +14,30 @@ from __future__ import annotations
 import logging
 import time
 
+import redis
+
+from models.registry import ModelRegistry
 from stream.app import app, settings
-from stream.popular import MostClicked
-from stream.records import Click, InvalidRecord, Recommendation, dead_letter, decode_click, new_impression_id
-from stream.tables import item_clicks
-from stream.topics import CLICKS, DEAD_LETTERS, RECOMMENDATIONS
+from stream.leader import DbgdLeader
+from stream.online import OnlineRecommender
+from stream.records import Click, InvalidRecord, dead_letter, decode_click
+from stream.sessions import SessionStore
+from stream.topics import CLICKS, DBGD_FEEDBACK, DEAD_LETTERS, MODEL_UPDATES, RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
 
-clicks_topic = app.topic(
-    settings.topic(CLICKS), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-    partitions=settings.clicks_partitions,
-)
-recommendations_topic = app.topic(
-    settings.topic(RECOMMENDATIONS), key_type=bytes, value_type=bytes, key_serializer="raw",
-    value_serializer="raw", partitions=settings.recommendations_partitions,
-)
-dead_letters_topic = app.topic(
-    settings.topic(DEAD_LETTERS), value_type=bytes, value_serializer="raw", partitions=settings.dead_letters_partitions,
-)
+raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+clicks_topic = app.topic(settings.topic(CLICKS), partitions=settings.clicks_partitions, **raw)
+recommendations_topic = app.topic(settings.topic(RECOMMENDATIONS), partitions=settings.recommendations_partitions, **raw)
+dead_letters_topic = app.topic(settings.topic(DEAD_LETTERS), partitions=settings.dead_letters_partitions, **raw)
+model_updates_topic = app.topic(settings.topic(MODEL_UPDATES), partitions=settings.model_updates_partitions, **raw)
+feedback_topic = app.topic(settings.topic(DBGD_FEEDBACK), partitions=1, value_serializer="json")
 
-PLACEHOLDER_VERSION = "most-clicked"
-popular = MostClicked()
+redis_client = redis.Redis.from_url(settings.redis, socket_timeout=2.0, socket_connect_timeout=2.0)
+registry = ModelRegistry(redis_client, namespace=settings.topic_prefix)
+recommender = OnlineRecommender(
+    settings, registry, SessionStore(redis_client, settings.topic_prefix, settings.session_ttl_s, settings.session_max_items)
+)
 
 
 async def send_dead_letter(event, reason: str) -> None:
@@ -42,37 +47,42 @@ async def send_dead_letter(event, reason: str) -> None:
     await dead_letters_topic.send(value=letter.model_dump_json().encode())
 
 
-def slate_for(click: Click, produced_at: float) -> Recommendation:
-    top = popular.top(settings.slate_size)
-    now = time.time()
-    return Recommendation(
-        session_id=click.session_id, impression_id=new_impression_id(),
-        items=[item for item, _ in top], scores=[float(n) for _, n in top],
-        model_version=PLACEHOLDER_VERSION, source="stream", ts=now,
-        latency_ms=max(0.0, (now - produced_at) * 1000.0),
-    )
-
-
 @app.agent(clicks_topic)
 async def answer_clicks(stream) -> None:
     """Validate each click; answer the valid ones with a slate, dead-letter the rest."""
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-        if not popular.counts and len(item_clicks):
-            popular.load(item_clicks.items())  # the table was restored from its changelog
         valid: list[tuple[object, Click]] = []
         for event in events:
             try:
                 valid.append((event, decode_click(event.value, settings.max_event_bytes)))
             except InvalidRecord as err:
                 await send_dead_letter(event, str(err))
-        popular.add_many(click.item_id for _, click in valid)
-        for event, click in valid:
-            try:
-                item_clicks[click.item_id] += 1
-                slate = slate_for(click, event.message.timestamp)
-                await recommendations_topic.send(
-                    key=click.session_id.encode(), value=slate.model_dump_json().encode()
-                )
-            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the worker
-                log.exception("failed to answer click")
-                await send_dead_letter(event, f"processing error: {type(exc).__name__}: {exc}")
+        if not valid:
+            continue
+        clicks = [c for _, c in valid]
+        produced = [e.message.timestamp for e, _ in valid]
+        try:
+            offsets = [(e.message.partition, e.message.offset) for e, _ in valid]
+            slates, feedback = recommender.process(clicks, produced, offsets)
+        except Exception:  # noqa: BLE001 - degrade, do not stop: answer with popular items
+            log.exception("ranking a batch of %d clicks failed; answering with popular items", len(clicks))
+            now = time.time()
+            slates, feedback = [recommender.popular_slate(c, p, now) for c, p in zip(clicks, produced)], None
+        for click, slate in zip(clicks, slates):
+            await recommendations_topic.send(key=click.session_id.encode(), value=slate.model_dump_json().encode())
+        for message in feedback.as_messages() if feedback else []:
+            await feedback_topic.send(value=message)
+
+
+@app.agent(feedback_topic)
+async def decide_dbgd(stream) -> None:
+    """The DBGD decision-maker: one partition, so one worker sees every outcome."""
+    leader = DbgdLeader(settings, registry)
+    async for message in stream:
+        try:
+            update = leader.observe(message)
+        except Exception:  # noqa: BLE001
+            log.exception("DBGD decision failed")
+            continue
+        if update is not None:
+            await model_updates_topic.send(value=update.model_dump_json().encode())

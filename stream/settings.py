@@ -40,6 +40,28 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(16_384, ge=256, description="larger click records are dead-lettered")
     dead_letter_raw_bytes: int = Field(65_536, ge=256, description="bytes of the raw record kept in a dead letter")
     auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$")
+    torch_threads: int = Field(1, ge=1, description="torch threads per worker (the broker needs a core too)")
+    model_refresh_s: float = Field(0.5, gt=0, description="how often workers check model:current in Redis")
+
+    # --- session state (Redis; keys are prefixed with topic_prefix too)
+    session_ttl_s: int = Field(1800, ge=1, description="a session's state expires after this much inactivity")
+    session_max_items: int = Field(20, ge=1, description="recent items kept per session (state rebuilds)")
+
+    # --- candidates and ranking
+    candidates_gru: int = Field(40, ge=1, description="top-N items by GRU4Rec score")
+    candidates_popular: int = Field(5, ge=0, description="recently popular items added to the candidates")
+    candidates_fresh: int = Field(5, ge=0, description="newly seen items added to the candidates")
+    exclude_seen: bool = Field(True, description="leave a session's own items out of its candidates")
+    popular_half_life_s: float = Field(3600.0, gt=0)
+    fresh_window_s: float = Field(3600.0, gt=0)
+
+    # --- dueling bandit gradient descent (DRN's minor update)
+    dbgd_alpha: float = Field(0.1, gt=0, description="explorer perturbation: dW = alpha * U(-1,1) * W")
+    dbgd_eta: float = Field(0.05, gt=0, description="step towards a winning explorer: W += eta * dW")
+    dbgd_window: int = Field(1000, ge=1, description="interleaved impressions per DBGD decision")
+    dbgd_window_s: float = Field(300.0, gt=0, description="or decide after this many seconds")
+    interleaving: str = Field("team-draft", pattern="^(team-draft|probabilistic)$")
+    seed: int = Field(0, description="seed for interleaving coins and DBGD draws")
 
     def topic(self, name: str) -> str:
         """The full topic name for one of the wire contracts (``clicks``, ``recommendations``, ...)."""

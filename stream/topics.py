@@ -21,6 +21,8 @@ RECOMMENDATIONS = "recommendations"
 METRICS = "metrics"
 MODEL_UPDATES = "model-updates"
 DEAD_LETTERS = "dead-letters"
+#: internal: interleaving outcomes from every worker to the one DBGD decision-maker (one partition)
+DBGD_FEEDBACK = "dbgd-feedback"
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The five wire topics with their full (prefixed) names and partition counts."""
+    """The five wire topics and the internal feedback topic, with full (prefixed) names and partition counts."""
     week_ms = str(7 * 24 * 3600 * 1000)
     return [
         TopicSpec(settings.topic(CLICKS), settings.clicks_partitions, {"retention.ms": week_ms}),
@@ -39,6 +41,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(METRICS), settings.metrics_partitions, {"retention.ms": week_ms}),
         TopicSpec(settings.topic(MODEL_UPDATES), settings.model_updates_partitions, {"retention.ms": "-1"}),
         TopicSpec(settings.topic(DEAD_LETTERS), settings.dead_letters_partitions, {"retention.ms": "-1"}),
+        TopicSpec(settings.topic(DBGD_FEEDBACK), 1, {"retention.ms": week_ms}),
     ]
 
 

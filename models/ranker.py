@@ -1,0 +1,78 @@
+"""A DRN-style dueling Q-network that ranks candidate items for a session.
+
+Q(s, a) = V(s) + A(s, a), as in DRN (Zheng et al., WWW 2018).  The state s is the session's GRU4Rec
+hidden state and context (hour of day, session length, time since the last click, activeness);
+the action a is a candidate item: its embedding, popularity (recent clicks, rolling CTR), freshness,
+its similarity to the state, and the slot position (0 while ranking).  The advantage stream sees
+the state-item interaction (hidden ⊙ embedding) with the scalars; a linear skip on the similarity
+starts the ranker out as GRU4Rec's own order, so an untrained ranker is already sensible and
+dueling bandit gradient descent moves it from there.
+
+Weights travel as one flat float32 vector (``get_weights``/``set_weights``): that is what DBGD
+perturbs and what the registry stores.
+
+Examples
+--------
+>>> import torch
+>>> q = DuelingQNetwork(hidden_size=8, seed=0)
+>>> state = torch.zeros(2, 8); ctx = torch.zeros(2, N_CONTEXT)
+>>> emb = torch.randn(2, 5, 8); scal = torch.zeros(2, 5, N_ACTION_SCALARS)
+>>> tuple(q(state, ctx, emb, scal).shape)
+(2, 5)
+>>> w = q.get_weights(); q.set_weights(w * 2); bool((q.get_weights() == w * 2).all())
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+#: context features: sin hour, cos hour, log1p(session length), log1p(seconds since last click), activeness
+N_CONTEXT = 5
+#: per-candidate scalars: log1p(recent clicks), rolling CTR, freshness, similarity, slot position
+N_ACTION_SCALARS = 5
+SIMILARITY = 3
+
+
+class DuelingQNetwork(nn.Module):
+    def __init__(self, hidden_size: int, width: int = 32, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.hidden_size = hidden_size
+        self.value = nn.Sequential(nn.Linear(hidden_size + N_CONTEXT, width), nn.ReLU(), nn.Linear(width, 1))
+        self.advantage = nn.Sequential(nn.Linear(hidden_size + N_CONTEXT + N_ACTION_SCALARS, width), nn.ReLU(),
+                                       nn.Linear(width, 1))
+        self.similarity_weight = nn.Parameter(torch.ones(1))
+        with torch.no_grad():
+            for layer in (*self.value, *self.advantage):
+                if isinstance(layer, nn.Linear):
+                    bound = 1.0 / math.sqrt(layer.in_features)
+                    layer.weight.uniform_(-bound, bound, generator=gen)
+                    layer.bias.uniform_(-bound, bound, generator=gen)
+            # the learned advantage starts small next to the similarity skip (but not zero:
+            # DBGD's multiplicative perturbation never moves a weight that is exactly zero)
+            self.advantage[-1].weight.mul_(0.05)
+            self.advantage[-1].bias.zero_()
+
+    def forward(self, state: torch.Tensor, context: torch.Tensor, item_emb: torch.Tensor,
+                action_scalars: torch.Tensor) -> torch.Tensor:
+        """Q for each of C candidates of each of B sessions: state (B,H), context (B,5), emb (B,C,H), scalars (B,C,5)."""
+        s = torch.cat([state, context], dim=1)
+        v = self.value(s)                                                     # (B, 1)
+        inter = state.unsqueeze(1) * item_emb                                 # (B, C, H)
+        ctx = context.unsqueeze(1).expand(-1, item_emb.shape[1], -1)
+        a = self.advantage(torch.cat([inter, ctx, action_scalars], dim=2)).squeeze(2)
+        return v + a + self.similarity_weight * action_scalars[..., SIMILARITY]
+
+    def get_weights(self) -> np.ndarray:
+        return nn.utils.parameters_to_vector(self.parameters()).detach().cpu().numpy().astype(np.float32)
+
+    def set_weights(self, weights: np.ndarray) -> None:
+        vec = torch.as_tensor(np.asarray(weights, dtype=np.float32))
+        if vec.numel() != sum(p.numel() for p in self.parameters()):
+            raise ValueError(f"weight vector of {vec.numel()} values does not fit this network")
+        nn.utils.vector_to_parameters(vec, self.parameters())

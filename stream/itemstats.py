@@ -1,0 +1,77 @@
+"""What the stream knows about items from the traffic itself: recent clicks, click-through, freshness.
+
+Recent clicks decay with a half-life, so "popular" means popular lately; rolling CTR is clicks
+on slates over impressions (smoothed); an item's freshness falls with the time since the stream
+first saw it.  These feed the popular and fresh recall paths and the ranker's action features.
+In-memory per worker: after a restart they rebuild from the traffic.
+
+Examples
+--------
+>>> s = ItemStats(half_life_s=10.0)
+>>> s.click("a", 0.0); s.click("a", 0.0); s.click("b", 10.0)
+>>> round(s.recent_clicks("a", 10.0), 3), round(s.recent_clicks("b", 10.0), 3)
+(1.0, 1.0)
+>>> s.popular(10.0, 1)
+['a']
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import OrderedDict
+
+
+class ItemStats:
+    def __init__(self, half_life_s: float = 3600.0, fresh_window_s: float = 3600.0, refresh_s: float = 1.0) -> None:
+        self.decay = math.log(2) / half_life_s
+        self.fresh_window_s = fresh_window_s
+        self.refresh_s = refresh_s
+        self._clicks: dict[str, tuple[float, float]] = {}   # item -> (decayed count, at time)
+        self._shown: dict[str, int] = {}
+        self._slate_clicks: dict[str, int] = {}
+        self.first_seen: OrderedDict[str, float] = OrderedDict()
+        self._popular: list[str] = []
+        self._popular_at = -math.inf
+
+    def click(self, item: str, t: float, from_slate: bool = False) -> None:
+        count, at = self._clicks.get(item, (0.0, t))
+        self._clicks[item] = (count * math.exp(-self.decay * max(t - at, 0.0)) + 1.0, t)
+        if item not in self.first_seen:
+            self.first_seen[item] = t
+        if from_slate:
+            self._slate_clicks[item] = self._slate_clicks.get(item, 0) + 1
+
+    def shown(self, items: list[str]) -> None:
+        for item in items:
+            self._shown[item] = self._shown.get(item, 0) + 1
+
+    def recent_clicks(self, item: str, t: float) -> float:
+        count, at = self._clicks.get(item, (0.0, t))
+        return count * math.exp(-self.decay * max(t - at, 0.0))
+
+    def ctr(self, item: str) -> float:
+        """Clicks on slates per impression, smoothed towards 1% with 20 pseudo-impressions."""
+        return (self._slate_clicks.get(item, 0) + 0.2) / (self._shown.get(item, 0) + 20)
+
+    def freshness(self, item: str, t: float) -> float:
+        first = self.first_seen.get(item)
+        return 0.0 if first is None else math.exp(-max(t - first, 0.0) / self.fresh_window_s)
+
+    def popular(self, t: float, k: int) -> list[str]:
+        """The k items with the most recent clicks (recomputed at most every ``refresh_s``)."""
+        if t - self._popular_at >= self.refresh_s or len(self._popular) < k:
+            self._popular = [item for item, _ in heapq.nlargest(
+                k, ((i, c * math.exp(-self.decay * max(t - at, 0.0))) for i, (c, at) in self._clicks.items()),
+                key=lambda x: x[1])]
+            self._popular_at = t
+        return self._popular[:k]
+
+    def fresh(self, t: float, k: int) -> list[str]:
+        """Up to k items first seen within the freshness window, newest first."""
+        out = []
+        for item, first in reversed(self.first_seen.items()):
+            if t - first > self.fresh_window_s or len(out) >= k:
+                break
+            out.append(item)
+        return out
