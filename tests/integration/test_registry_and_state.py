@@ -1,0 +1,128 @@
+"""The Redis model registry and the stream's session state, against a real Redis."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+import torch
+
+from models.__main__ import publish_first_version
+from models.gru4rec import GRU4Rec, GRU4RecParams
+from models.registry import ModelRegistry
+from stream.online import OnlineRecommender
+from stream.records import Click
+from stream.sessions import SessionStore
+from stream.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def _gru(seed: int) -> GRU4Rec:
+    rows = [(s, str((s + t) % 40), float(t)) for s in range(200) for t in range(5)]
+    data = pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
+    return GRU4Rec(GRU4RecParams(layers=[16], n_epochs=1, n_sample=16, batch_size=16, seed=seed), device="cpu").fit(data)
+
+
+@pytest.fixture
+def registry(services, prefix) -> ModelRegistry:
+    return ModelRegistry(redis.Redis.from_url(services.redis), namespace=prefix, keep=4)
+
+
+def test_publish_load_minor_references_parent_and_rollback_is_exact(registry):
+    gru = _gru(1)
+    v1 = publish_first_version(registry, gru)
+    w, w_exp = registry.ranker_weights(v1)
+    v2 = registry.publish_minor(v1, w * 1.5, w_exp * 1.5, {"accepted": True})
+    assert registry.current_version() == v1
+    assert registry.promote(v2) == v1
+    loaded = registry.load()
+    assert loaded.version == v2 and loaded.meta["gru_version"] == v1 and loaded.meta["parent"] == v1
+    assert not registry.r.exists(registry.key(v2, "gru"))  # minor versions reference, not copy
+    np.testing.assert_array_equal(loaded.ranker, w * 1.5)
+    items = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(loaded.gru.forward_sequence(items)[1], gru.forward_sequence(items)[1])
+    assert registry.rollback() == v1
+    back = registry.load()
+    assert back.version == v1
+    np.testing.assert_array_equal(back.ranker, w)
+    np.testing.assert_array_equal(back.explorer, w_exp)
+    with pytest.raises(Exception, match="no such version"):
+        registry.promote("v999")
+
+
+def test_promotion_is_atomic_under_concurrent_readers(services, prefix):
+    registry = ModelRegistry(redis.Redis.from_url(services.redis), namespace=prefix, keep=10)
+    v1 = publish_first_version(registry, _gru(1))
+    w, _ = registry.ranker_weights(v1)
+    versions = [v1] + [registry.publish_minor(v1, w + i, w + i, {}) for i in range(1, 6)]
+    seen, errors, stop = [], [], threading.Event()
+
+    def reader():
+        r = ModelRegistry(redis.Redis.from_url(services.redis), namespace=prefix)
+        while not stop.is_set():
+            try:
+                v = r.current_version()
+                ranker, _ = r.ranker_weights(v)
+                seen.append((v, float(ranker[0] - w[0])))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(30):
+        for v in versions:
+            registry.promote(v)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors and len(seen) > 100
+    for v, offset in seen:  # every read saw one whole version: its pointer and its own weights
+        assert offset == pytest.approx(versions.index(v))
+
+
+def test_old_versions_are_pruned_but_referenced_grus_kept(registry):
+    v1 = publish_first_version(registry, _gru(1))
+    w, _ = registry.ranker_weights(v1)
+    last = v1
+    for i in range(6):
+        last = registry.publish_minor(last, w, w, {})
+        registry.promote(last)
+    kept = registry.versions()
+    assert len(kept) == 5 and last in kept  # the newest 4, plus v1 whose GRU they all use
+    assert registry.r.exists(registry.key(v1, "gru"))
+    pruned = [v for v in (f"v{i}" for i in range(2, 8)) if v not in kept]
+    assert pruned and all(not registry.r.exists(registry.key(v, "meta")) for v in pruned)
+    assert registry.load().version == last
+
+
+def test_new_gru_version_rebuilds_session_state_and_unknown_items_still_advance_it(services, prefix, registry):
+    client = redis.Redis.from_url(services.redis)
+    settings = Settings(topic_prefix=prefix, model_refresh_s=0.001)
+    rec = OnlineRecommender(settings, registry, SessionStore(client, prefix))
+    old, new = _gru(1), _gru(2)
+    publish_first_version(registry, old)
+    clicks = [Click(session_id="s", item_id=i, ts=float(t)) for t, i in enumerate(["1", "2", "never-seen"])]
+    slates, _ = rec.process(clicks, [0.0] * 3, [(0, t) for t in range(3)])
+    assert len(slates) == 3 and all(len(s.items) == settings.slate_size for s in slates)
+    state = rec.sessions.get("s")
+    assert state.items == ["1", "2", "never-seen"] and state.clicks == 3
+    h2 = old.forward_sequence(old.item_indices(["1", "2"]).reshape(1, -1))[0][-1]
+    assert not np.allclose(state.hidden, h2.reshape(-1).numpy())  # the unknown item moved the state
+
+    v2 = publish_first_version(registry, new)
+    slates, _ = rec.process([Click(session_id="s", item_id="3", ts=4.0)], [0.0], [(0, 3)])
+    assert slates[0].model_version == v2
+    state = rec.sessions.get("s")
+    assert state.version == v2 and state.items == ["1", "2", "never-seen", "3"]
+    hidden = new.init_hidden(1)
+    for item in state.items:  # all of it with the new weights, none with the old
+        hidden, _ = new.step(hidden, new.item_indices([item]))
+    np.testing.assert_allclose(state.hidden, hidden.reshape(-1).numpy(), atol=1e-5)
+
+    again, _ = rec.process([Click(session_id="s", item_id="3", ts=4.0)], [0.0], [(0, 3)])  # a redelivery
+    assert rec.sessions.get("s").clicks == 4 and len(again[0].items) == settings.slate_size

@@ -1,0 +1,108 @@
+"""Interleaving, credit assignment, DBGD and the ranker, on hand-made inputs."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from models.dbgd import DuelingBanditGD
+from models.interleave import CURRENT, EXPLORER, credit, probabilistic, team_draft
+from models.ranker import N_ACTION_SCALARS, N_CONTEXT, SIMILARITY, DuelingQNetwork
+
+rankings = st.lists(st.sampled_from([f"i{i}" for i in range(30)]), min_size=0, max_size=20, unique=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rankings, rankings, st.integers(1, 15), st.integers(0, 10_000))
+def test_team_draft_keeps_each_rankers_order_and_balances_teams(a, b, k, seed):
+    items, teams = team_draft(a, b, k, random.Random(seed))
+    assert len(items) == len(set(items)) == len(teams) == min(k, len(set(a) | set(b)))
+    for team, ranking in ((CURRENT, a), (EXPLORER, b)):
+        mine = [i for i, t in zip(items, teams) if t == team]
+        assert all(i in ranking for i in mine)
+        assert mine == sorted(mine, key=ranking.index)  # relative order preserved
+    # every prefix is balanced within one pick while both rankers still have items to give
+    if set(a) >= set(items) and set(b) >= set(items):
+        for n in range(1, len(teams) + 1):
+            assert abs(teams[:n].count(CURRENT) - teams[:n].count(EXPLORER)) <= 1
+
+
+def test_team_draft_credit_is_exact():
+    items, teams = team_draft(["a", "b", "c"], ["c", "d", "e"], 4, random.Random(3))
+    clicked = [i for i, t in enumerate(teams) if t == EXPLORER]
+    assert credit(teams, clicked) == {CURRENT: 0, EXPLORER: len(clicked)}
+    assert credit(teams, [0, 1, 2, 3]) == {CURRENT: teams.count(CURRENT), EXPLORER: teams.count(EXPLORER)}
+    assert credit(teams, [99, -1]) == {CURRENT: 0, EXPLORER: 0}
+
+
+def test_identical_rankings_interleave_to_the_same_list():
+    items, _ = team_draft(list("abcdef"), list("abcdef"), 6, random.Random(0))
+    assert items == list("abcdef")
+
+
+def test_probabilistic_interleaving_favours_top_ranks():
+    rng = random.Random(0)
+    firsts = [probabilistic(list("abcdefgh"), list("abcdefgh"), 3, rng)[0][0] for _ in range(2000)]
+    assert firsts.count("a") > 0.7 * len(firsts)
+    items, teams = probabilistic(list("abc"), list("xyz"), 6, rng)
+    assert sorted(items) == list("abcxyz") and set(teams) == {CURRENT, EXPLORER}
+
+
+def test_dbgd_steps_towards_a_winning_explorer_and_redraws():
+    d = DuelingBanditGD(np.full(1000, 2.0, dtype=np.float32), alpha=0.1, eta=0.05, window=10, seed=1)
+    delta = d.delta.copy()
+    assert np.all(np.abs(delta) <= 0.2 + 1e-6) and np.abs(delta).max() > 0.15  # alpha * U(-1,1) * W
+    d.record_impression(10)
+    d.record_click(EXPLORER, 3)
+    d.record_click(CURRENT, 2)
+    out = d.maybe_update()
+    assert out.accepted and np.allclose(d.weights, 2.0 + 0.05 * delta)
+    assert not np.allclose(d.delta, delta)  # a new explorer for the next round
+
+
+def test_dbgd_keeps_w_when_the_explorer_ties_or_loses_and_waits_for_the_window():
+    d = DuelingBanditGD(np.ones(5, dtype=np.float32), window=10, seed=2)
+    d.record_impression(9)
+    assert d.maybe_update() is None
+    assert d.maybe_update(force=True) is not None  # a time limit ends a window early
+    d.record_impression(10)
+    d.record_click(EXPLORER, 2)
+    d.record_click(CURRENT, 2)
+    assert d.maybe_update().accepted is False and np.allclose(d.weights, 1.0)
+
+
+def test_indifferent_users_leave_w_essentially_unchanged_and_preferring_ones_move_it():
+    rng = np.random.default_rng(0)
+    moved = {}
+    for prefer in (0.5, 0.8):
+        d = DuelingBanditGD(np.ones(200, dtype=np.float32), alpha=0.1, eta=0.05, window=200, seed=3)
+        for _ in range(50):
+            clicks = rng.random(40) < prefer  # 40 credited clicks a window, share `prefer` to the explorer
+            d.record_impression(200)
+            d.record_click(EXPLORER, int(clicks.sum()))
+            d.record_click(CURRENT, int((~clicks).sum()))
+            d.maybe_update()
+        moved[prefer] = d.accepted_updates
+    assert moved[0.8] >= 48 and moved[0.5] <= 30, moved
+
+
+def test_ranker_starts_as_the_similarity_order():
+    q = DuelingQNetwork(hidden_size=16, seed=0)
+    state, ctx = torch.randn(4, 16), torch.randn(4, N_CONTEXT)
+    emb = torch.randn(4, 30, 16)
+    scal = torch.zeros(4, 30, N_ACTION_SCALARS)
+    scal[..., SIMILARITY] = torch.randn(4, 30) * 3
+    scores = q(state, ctx, emb, scal)
+    by_q = scores.argsort(dim=1, descending=True)[:, :5]
+    by_sim = scal[..., SIMILARITY].argsort(dim=1, descending=True)[:, :5]
+    overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(by_q, by_sim)])
+    assert overlap >= 0.8
+
+
+def test_ranker_rejects_a_weight_vector_of_the_wrong_size():
+    with pytest.raises(ValueError, match="does not fit"):
+        DuelingQNetwork(hidden_size=8).set_weights(np.zeros(3, dtype=np.float32))
