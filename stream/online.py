@@ -7,8 +7,9 @@ interleaving, store the new state, and return one slate per click.  Clicks that 
 slate's ``impression_id`` are credited to the team of the clicked slot; the returned feedback goes
 to the DBGD leader.
 
-A session's clicks inside one batch are processed in rounds (its first click in round 0, its
-second in round 1, ...), so each round is one batched GRU step and order within a session holds.
+A session's clicks inside one batch are stepped in rounds (its first click in round 0, its second
+in round 1, ...), so each round is one batched GRU step and order within a session holds; then
+the whole batch is scored and ranked in one pass.
 Without a model in the registry the slate is the recently popular items.
 
 This module is plain Python and torch with a Redis client handed in: the Faust agents call it,
@@ -50,11 +51,28 @@ class LoadedModel:
     emb: torch.Tensor          # (items + 1, H): the last row is zeros, for candidates the GRU does not know
     item_ids: np.ndarray       # model index -> item id
     index: dict[str, int]      # item id -> model index
+    _moments: tuple | None = None
 
     def indices(self, items: list[str]) -> torch.Tensor:
         """Model indices of item ids, -1 for items the GRU does not know (cold start)."""
         get = self.index.get
         return torch.tensor([get(i, -1) for i in items], dtype=torch.long)
+
+    def score_moments(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of h's GRU scores over the whole catalog, without computing them.
+
+        Scores are s_i = h.w_i + b_i, so mean = h.mean(w) + mean(b) and
+        E[s^2] = h^T (W^T W / n) h + 2 h.mean(b_i w_i) + mean(b^2): a few small products per click.
+        """
+        if self._moments is None:
+            gru = self.version.gru.model
+            w, b = gru.Wy.weight.detach(), gru.By.weight.detach().reshape(-1)
+            n = w.shape[0]
+            self._moments = (w.mean(0), b.mean(), w.T @ w / n, (b[:, None] * w).mean(0), (b * b).mean())
+        mw, mb, cov, bw, b2 = self._moments
+        mean = h @ mw + mb
+        second = ((h @ cov) * h).sum(1) + 2 * (h @ bw) + b2
+        return mean.unsqueeze(1), (second - mean**2).clamp(min=1e-12).sqrt().unsqueeze(1)
 
     @property
     def name(self) -> str:
@@ -146,12 +164,13 @@ class OnlineRecommender:
                 rounds.append([])
             rounds[r].append(i)
         states = self.sessions.get_many(list(seen_in_batch))
-        slates: list[Recommendation | None] = [None] * len(clicks)
-        for idx in rounds:
-            self._round([clicks[i] for i in idx], [produced_at[i] for i in idx], [offsets[i] for i in idx],
-                        states, slates, idx, feedback)
+        last = torch.empty(len(clicks), self.model.emb.shape[1])
+        contexts: list[list[float]] = [[]] * len(clicks)
+        seen: list[list[str]] = [[]] * len(clicks)
+        for idx in rounds:  # one batched GRU step per round; order within each session holds
+            self._step([clicks[i] for i in idx], [offsets[i] for i in idx], states, idx, last, contexts, seen)
         self.sessions.put_many({sid: st for sid, st in states.items() if st is not None})
-        return slates, feedback  # type: ignore[return-value]
+        return self._rank(clicks, produced_at, last, contexts, seen, feedback), feedback
 
     def _credit(self, click: Click, feedback: Feedback) -> None:
         if click.impression_id is None or click.position is None:
@@ -182,48 +201,50 @@ class OnlineRecommender:
                 hidden[:, b] = h[:, 0]
         return hidden
 
-    def _round(self, clicks: list[Click], produced_at: list[float], offsets: list[tuple[int, int]], states: dict,
-               slates: list, positions: list[int], feedback: Feedback) -> None:
+    def _step(self, clicks: list[Click], offsets: list[tuple[int, int]], states: dict, positions: list[int],
+              last: torch.Tensor, contexts: list, seen: list) -> None:
+        """Advance a round's sessions by their click; record each click's final hidden state, context and history."""
         m = self.model
         gru = m.version.gru
-        sids = [c.session_id for c in clicks]
-        before = self._hidden_for(states, sids)
-        contexts = [self._context(states.get(c.session_id), c) for c in clicks]  # before this click updates them
-        hidden, scores = gru.step(before, m.indices([c.item_id for c in clicks]))
+        before = self._hidden_for(states, [c.session_id for c in clicks])
+        hidden, _ = gru.step(before, m.indices([c.item_id for c in clicks]))
         redelivered = [self._redelivered(states.get(c.session_id), off) for c, off in zip(clicks, offsets)]
         if any(redelivered):
             dup = torch.tensor(redelivered)
             hidden[:, dup] = before[:, dup]
-            scores[dup] = gru.model.score(before[-1][dup])
-        for b, click in enumerate(clicks):  # the new states
-            if redelivered[b]:
-                continue
-            st = states.get(click.session_id) or SessionState(first_ts=click.ts)
-            st.partition, st.offset = offsets[b]
-            st.items = (st.items + [click.item_id])[-self.s.session_max_items:]
-            st.hidden = hidden[:, b].reshape(-1).numpy()
-            st.version, st.clicks, st.last_ts = m.gru_version, st.clicks + 1, click.ts
-            states[click.session_id] = st
+        for b, click in enumerate(clicks):
+            contexts[positions[b]] = self._context(states.get(click.session_id), click)  # before this click
+            if not redelivered[b]:
+                st = states.get(click.session_id) or SessionState(first_ts=click.ts)
+                st.partition, st.offset = offsets[b]
+                st.items = (st.items + [click.item_id])[-self.s.session_max_items:]
+                st.hidden = hidden[:, b].reshape(-1).numpy()
+                st.version, st.clicks, st.last_ts = m.gru_version, st.clicks + 1, click.ts
+                states[click.session_id] = st
+            seen[positions[b]] = list(states[click.session_id].items)
+        last[positions] = hidden[-1]
+
+    def _rank(self, clicks: list[Click], produced_at: list[float], last: torch.Tensor, contexts: list,
+              seen_items: list, feedback: Feedback) -> list[Recommendation]:
+        """Candidates, Q-scores of the current ranker and the explorer, interleaving: one slate per click."""
+        m = self.model
+        scores = m.version.gru.model.score(last)
+        mean, std = m.score_moments(last)
         if self.s.exclude_seen:
-            for b, click in enumerate(clicks):
-                seen = m.indices(states[click.session_id].items)
+            for b, items in enumerate(seen_items):
+                seen = m.indices(items)
                 scores[b, seen[seen >= 0]] = -math.inf
         n_top = min(self.s.candidates_gru, scores.shape[1])
-        top_scores, top_idx = torch.topk(scores, n_top, dim=1)
-        # similarity feature: the GRU score standardised over the catalog
-        finite = torch.where(torch.isfinite(scores), scores, torch.nan)
-        mean, std = finite.nanmean(dim=1, keepdim=True), torch.sqrt(torch.nanmean((finite - finite.nanmean(
-            dim=1, keepdim=True)) ** 2, dim=1, keepdim=True)).clamp(min=1e-6)
+        _, top_idx = torch.topk(scores, n_top, dim=1)
         t = max(c.ts for c in clicks)
-        extra = [i for i in self.stats.popular(t, self.s.candidates_popular) + self.stats.fresh(t, self.s.candidates_fresh)]
-        extra_idx = m.indices(extra)
+        extra = self.stats.popular(t, self.s.candidates_popular) + self.stats.fresh(t, self.s.candidates_fresh)
         cand_ids: list[list[str]] = []
         cand_rows = []
         for b, click in enumerate(clicks):
-            seen = set(states[click.session_id].items) if self.s.exclude_seen else set()
+            seen = set(seen_items[b]) if self.s.exclude_seen else set()
             ids = [str(x) for x in m.item_ids[top_idx[b].numpy()]]
             have = set(ids)
-            for item, ix in zip(extra, extra_idx.tolist()):
+            for item in extra:
                 if item not in have and item not in seen:
                     ids.append(item)
                     have.add(item)
@@ -239,7 +260,7 @@ class OnlineRecommender:
         gathered = scores.gather(1, pad.clamp(min=0))
         sim[known] = ((gathered - mean) / std)[known]
         sim = torch.nan_to_num(sim, nan=0.0, posinf=0.0, neginf=0.0)
-        # item features, computed once per distinct candidate of the round
+        # item features, computed once per distinct candidate of the batch
         features: dict[str, tuple[float, float, float]] = {}
         rows = []
         for ids in cand_ids:
@@ -254,7 +275,7 @@ class OnlineRecommender:
         scalars = torch.zeros(*pad.shape, 5)
         scalars[..., :3] = torch.tensor(rows, dtype=torch.float32)
         scalars[..., 3] = sim
-        state = hidden[-1]
+        state = last
         context = torch.tensor(contexts, dtype=torch.float32)
         with torch.no_grad():
             q_cur = m.current(state, context, emb, scalars)
@@ -268,6 +289,7 @@ class OnlineRecommender:
         order_exp = torch.argsort(q_exp, dim=1, descending=True)
         now = time.time()
         merge = team_draft if self.s.interleaving == "team-draft" else probabilistic
+        slates = []
         for b, click in enumerate(clicks):
             n = len(cand_ids[b])
             cur = [cand_ids[b][j] for j in order_cur[b, :n].tolist()]
@@ -281,9 +303,10 @@ class OnlineRecommender:
                 self.pending.popitem(last=False)
             feedback.counts[m.name]["impressions"] += 1
             self.stats.shown(items)
-            slates[positions[b]] = Recommendation(
+            slates.append(Recommendation(
                 session_id=click.session_id, impression_id=imp, items=items, scores=slot_scores, teams=teams,
-                model_version=m.name, source="stream", ts=now, latency_ms=max(0.0, (now - produced_at[b]) * 1000))
+                model_version=m.name, source="stream", ts=now, latency_ms=max(0.0, (now - produced_at[b]) * 1000)))
+        return slates
 
     @staticmethod
     def _redelivered(st: SessionState | None, offset: tuple[int, int]) -> bool:
