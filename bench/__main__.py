@@ -24,9 +24,11 @@ BENCHMARKS: dict[str, list[str]] = {
     "gru4rec-yoochoose": ["bench.gru4rec_quality", "--config", "yoochoose-xe"],
     "gru4rec-yoochoose-reference-params": ["bench.gru4rec_quality", "--config", "yoochoose-xe-reference-params"],
     "gru4rec-diginetica": ["bench.gru4rec_quality", "--config", "diginetica-bprmax"],
+    "stream-throughput": ["bench.stream_throughput"],
 }
 QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-params": ["--epochs", "1"],
-         "gru4rec-diginetica": ["--epochs", "1"]}
+         "gru4rec-diginetica": ["--epochs", "1"],
+         "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"]}
 
 
 def machine() -> dict:
@@ -42,12 +44,22 @@ def to_markdown(results: dict, facts: dict) -> str:
              "| benchmark | Recall@20 | MRR@20 | Recall@10 | MRR@10 | s/epoch | train events/s | peak RSS MB | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
+        if r.get("benchmark") == "stream_throughput":
+            continue
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error'][:80]} | | | | | | | |")
             continue
         lines.append(f"| {name} | {r['recall@20']:.4f} | {r['mrr@20']:.4f} | {r['recall@10']:.4f} | {r['mrr@10']:.4f} "
                      f"| {r['seconds_per_epoch_mean']:.1f} | {r['train_events_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} "
                      f"| `{r['command']}` |")
+    for name, r in results.items():
+        if r.get("benchmark") != "stream_throughput":
+            continue
+        lines += ["", f"Stream ({r['catalog_items']:,}-item catalog, {r['clicks']:,} clicks, `{r['command']}`): "
+                  f"worker {r['worker_clicks_per_s']:,.0f} clicks/s with slates, pass-through ceiling "
+                  f"{r['passthrough_clicks_per_s']:,.0f} clicks/s (ratio {r['worker_over_passthrough']:.2f}); "
+                  f"click->slate latency at {r['latency_rate_target']:,.0f} clicks/s: p50 {r['latency_p50_ms']:,.0f} ms, "
+                  f"p99 {r['latency_p99_ms']:,.0f} ms."]
     return "\n".join(lines) + "\n"
 
 

@@ -357,11 +357,12 @@ class GRU4Rec:
         return self.model.init_hidden(batch, self.device)
 
     @torch.no_grad()
-    def step(self, hidden: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, hidden: torch.Tensor, items: torch.Tensor, score: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One click for each of a batch of sessions: (new hidden states, scores over all items).
 
         ``hidden`` is (layers, batch, hidden) and ``items`` (batch,) model indices.  This is the
-        training forward pass in evaluation mode (no dropout).
+        training forward pass in evaluation mode (no dropout).  With ``score=False`` only the new
+        states are computed (scores are None): the stream scores once per click, after the last step.
         """
         assert self.model is not None, "the model is not trained"
         layers = list(hidden.unbind(0))
@@ -370,7 +371,7 @@ class GRU4Rec:
             # cold start: an item the model has never seen still advances the session, with the
             # "unknown item" input (the mean item embedding); a one-hot model leaves the state as it is
             if self.model.onehot is not None:
-                new_hidden, scores = self.step(hidden, items.clamp(min=0))
+                new_hidden, scores = self.step(hidden, items.clamp(min=0), score)
                 new_hidden[:, unknown] = hidden[:, unknown]
                 return new_hidden, scores
             table = self.model.Wy if self.model.constrained_embedding else self.model.E
@@ -379,7 +380,7 @@ class GRU4Rec:
             out = self.model.hidden_step(items, layers, training=False, inputs=x)
         else:
             out = self.model.hidden_step(items, layers, training=False)
-        return torch.stack(layers), self.model.score(out)
+        return torch.stack(layers), self.model.score(out) if score else None
 
     @torch.no_grad()
     def forward_sequence(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

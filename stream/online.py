@@ -49,7 +49,7 @@ class LoadedModel:
     current: DuelingQNetwork
     explorer: DuelingQNetwork
     emb: torch.Tensor          # (items + 1, H): the last row is zeros, for candidates the GRU does not know
-    item_ids: np.ndarray       # model index -> item id
+    item_ids: list[str]        # model index -> item id
     index: dict[str, int]      # item id -> model index
     _moments: tuple | None = None
 
@@ -130,7 +130,7 @@ class OnlineRecommender:
         else:
             w, _, ids_list = mv.gru.item_embeddings()
             emb = torch.cat([torch.as_tensor(w), torch.zeros(1, w.shape[1])])
-            ids, index = np.array(ids_list), {item: i for i, item in enumerate(ids_list)}
+            ids, index = list(ids_list), {item: i for i, item in enumerate(ids_list)}
         self.model = LoadedModel(mv, ranker_for(mv, mv.ranker, self.s.seed), ranker_for(mv, mv.explorer, self.s.seed),
                                  emb, ids, index)
         log.info("now serving model %s (%s, GRU %s)", current, mv.meta["kind"], mv.meta["gru_version"])
@@ -197,7 +197,7 @@ class OnlineRecommender:
             else:  # new GRU weights: re-encode the session's recent items, never mix versions
                 h = gru.init_hidden(1)
                 for item in st.items:
-                    h, _ = gru.step(h, m.indices([item]))
+                    h, _ = gru.step(h, m.indices([item]), score=False)
                 hidden[:, b] = h[:, 0]
         return hidden
 
@@ -207,7 +207,7 @@ class OnlineRecommender:
         m = self.model
         gru = m.version.gru
         before = self._hidden_for(states, [c.session_id for c in clicks])
-        hidden, _ = gru.step(before, m.indices([c.item_id for c in clicks]))
+        hidden, _ = gru.step(before, m.indices([c.item_id for c in clicks]), score=False)
         redelivered = [self._redelivered(states.get(c.session_id), off) for c, off in zip(clicks, offsets)]
         if any(redelivered):
             dup = torch.tensor(redelivered)
@@ -238,22 +238,23 @@ class OnlineRecommender:
         _, top_idx = torch.topk(scores, n_top, dim=1)
         t = max(c.ts for c in clicks)
         extra = self.stats.popular(t, self.s.candidates_popular) + self.stats.fresh(t, self.s.candidates_fresh)
+        extra_idx = m.indices(extra).tolist()
         cand_ids: list[list[str]] = []
-        cand_rows = []
-        for b, click in enumerate(clicks):
+        cand_rows: list[list[int]] = []
+        item_ids = m.item_ids
+        for b, top in enumerate(top_idx.tolist()):
             seen = set(seen_items[b]) if self.s.exclude_seen else set()
-            ids = [str(x) for x in m.item_ids[top_idx[b].numpy()]]
+            ids = [item_ids[i] for i in top]
             have = set(ids)
-            for item in extra:
+            for item, ix in zip(extra, extra_idx):
                 if item not in have and item not in seen:
                     ids.append(item)
+                    top.append(ix)
                     have.add(item)
             cand_ids.append(ids)
-            cand_rows.append(m.indices(ids))
+            cand_rows.append(top)
         width = max(len(ids) for ids in cand_ids)
-        pad = torch.full((len(clicks), width), -1, dtype=torch.long)
-        for b, rows in enumerate(cand_rows):
-            pad[b, : len(rows)] = rows
+        pad = torch.tensor([row + [-1] * (width - len(row)) for row in cand_rows], dtype=torch.long)
         known = pad >= 0
         emb = m.emb[torch.where(known, pad, m.emb.shape[0] - 1)]
         sim = torch.zeros(pad.shape)
