@@ -15,5 +15,7 @@ def test_every_field_reads_from_the_environment(monkeypatch):
 def test_defaults_run_on_one_machine():
     s = Settings(_env_file=None)
     assert s.kafka.startswith("127.0.0.1:") and "127.0.0.1" in s.redis
-    assert [t.name for t in topic_specs(s)] == ["clicks", "recommendations", "metrics", "model-updates", "dead-letters"]
-    assert {t.name: t.partitions for t in topic_specs(s)}["model-updates"] == 1
+    assert [t.name for t in topic_specs(s)] == ["clicks", "recommendations", "metrics", "model-updates", "dead-letters",
+                                              "dbgd-feedback"]
+    parts = {t.name: t.partitions for t in topic_specs(s)}
+    assert parts["model-updates"] == parts["dbgd-feedback"] == 1  # one total order; one DBGD decision-maker
