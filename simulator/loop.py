@@ -53,14 +53,16 @@ class Window:
 
     def report(self) -> dict:
         n = max(self.slates, 1)
-        lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
+        lat = np.array(self.latency_ms)
         return {
             "clicks_sent": self.clicks_sent, "organic_clicks": self.organic, "slates": self.slates,
             "slate_clicks": self.slate_clicks, "unanswered": self.unanswered,
             "ctr": self.slate_clicks / n, "ctr_per_item": self.slate_clicks / max(self.slots, 1),
             "expected_ctr": self.expected / n, "oracle_ctr": self.oracle / n,
             "regret": (self.oracle - self.expected) / n,
-            "latency_p50_ms": float(np.nanpercentile(lat, 50)), "latency_p99_ms": float(np.nanpercentile(lat, 99)),
+            # None, not NaN, for a window without slates: the report must stay valid JSON
+            "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+            "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
         }
 
 
@@ -123,7 +125,8 @@ class ClosedLoop:
                 position = self.clicks.respond(session.rng, slate_attr) if len(idx) else None
                 window.slates += 1
                 window.slots += len(idx)
-                window.latency_ms.append(float(slate.get("latency_ms", np.nan)))
+                if isinstance(slate.get("latency_ms"), (int, float)):
+                    window.latency_ms.append(float(slate["latency_ms"]))
                 if len(idx):
                     window.expected += self.clicks.p_click(slate_attr)
                     window.oracle += self.clicks.oracle(attraction, len(idx))[1]
