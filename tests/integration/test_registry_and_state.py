@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from models.gru4rec import GRU4Rec, GRU4RecParams
 from models.registry import ModelRegistry
 from stream.online import OnlineRecommender
 from stream.records import Click
-from stream.sessions import SessionStore
+from stream.sessions import SessionState, SessionStore
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -126,3 +127,12 @@ def test_new_gru_version_rebuilds_session_state_and_unknown_items_still_advance_
 
     again, _ = rec.process([Click(session_id="s", item_id="3", ts=4.0)], [0.0], [(0, 3)])  # a redelivery
     assert rec.sessions.get("s").clicks == 4 and len(again[0].items) == settings.slate_size
+
+
+def test_session_state_expires_after_inactivity(services, prefix):
+    client = redis.Redis.from_url(services.redis)
+    store = SessionStore(client, prefix, ttl_s=1)
+    store.put_many({"idle": SessionState(items=["a"], clicks=1, first_ts=1.0, last_ts=1.0)})
+    assert store.get("idle").items == ["a"] and 0 < client.ttl(store.key("idle")) <= 1
+    time.sleep(2.1)
+    assert store.get("idle") is None
