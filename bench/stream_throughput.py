@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--latency-seconds", type=float, default=30.0)
     p.add_argument("--hidden", type=int, default=100)
+    p.add_argument("--torch-threads", type=int, default=2, help="STREAMREC_TORCH_THREADS of the worker")
     args = p.parse_args(argv)
     state = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     kafka, rds = local.start_kafka(state), local.start_redis(state)
@@ -86,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         gru = GRU4Rec(GRU4RecParams(layers=[args.hidden], n_epochs=0), device="cpu").fit(train)
         base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
         base.update(STREAMREC_KAFKA=kafka.address, STREAMREC_REDIS=rds.address, STREAMREC_WORKER_WEB_PORT="0",
-                    PYTHONPATH=str(ROOT), STREAMREC_LOG_LEVEL="warning")
+                    PYTHONPATH=str(ROOT), STREAMREC_TORCH_THREADS=str(args.torch_threads))
         result: dict = {"benchmark": "stream_throughput", "catalog_items": gru.n_items, "hidden": args.hidden,
                         "clicks": len(events), "kafka": kafka.version, "command":
                         f"python -m bench.stream_throughput --clicks {args.clicks} --rate {args.rate:g} "
-                        f"--latency-seconds {args.latency_seconds:g}"}
+                        f"--latency-seconds {args.latency_seconds:g} --torch-threads {args.torch_threads}"}
         for name, module, out_topic in (("passthrough", ["bench.passthrough_app"], "passthrough"),
                                         ("worker", ["stream", "worker", "--loglevel", "warn"], "recommendations")):
             prefix = f"{name}-{uuid.uuid4().hex[:6]}-"

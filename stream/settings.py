@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(16_384, ge=256, description="larger click records are dead-lettered")
     dead_letter_raw_bytes: int = Field(65_536, ge=256, description="bytes of the raw record kept in a dead letter")
     auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$")
-    torch_threads: int = Field(1, ge=1, description="torch threads per worker (the broker needs a core too)")
+    torch_threads: int = Field(2, ge=1, description="torch threads per worker (2 measured faster than 1 on 2 cores)")
     model_refresh_s: float = Field(0.5, gt=0, description="how often workers check model:current in Redis")
 
     # --- session state (Redis; keys are prefixed with topic_prefix too)
