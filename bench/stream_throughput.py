@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from infra import local
 from models.__main__ import publish_first_version
