@@ -168,14 +168,6 @@ def start_kafka(state_dir: Path, port: int | None = None, timeout: float = 90.0)
     return Service("kafka", proc.pid, bootstrap, str(logfile), version, str(data_dir))
 
 
-def restart_kafka(service: Service, timeout: float = 90.0) -> Service:
-    """Stop and start the same broker (same port, same data): the fault tests' broker restart."""
-    stop_pid(service.pid)
-    state_dir = Path(service.data_dir).parent.parent
-    port = int(service.address.rsplit(":", 1)[1])
-    return start_kafka(state_dir, port=port, timeout=timeout)
-
-
 def _read_kafka_version(logfile: Path) -> str:
     match = re.search(r"Kafka version: (\S+)", logfile.read_text(errors="replace"))
     return match.group(1) if match else "unknown"

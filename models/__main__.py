@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "publish":
         return publish(args, console)
 
-    train_df, test_df = _load(args)  # noqa: F841 - publish returned above
+    train_df, test_df = _load(args)
     if args.command == "train":
         if train_df is None:
             parser.error("no training data")

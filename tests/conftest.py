@@ -104,7 +104,7 @@ def topics(services: Endpoints, prefix: str) -> str:
     return prefix
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``; a missing folder fails with a clear message rather than skipping."""
     if not SHARED_DATA.is_dir():
