@@ -21,7 +21,7 @@ from stream.app import app, settings
 from stream.leader import DbgdLeader
 from stream.online import OnlineRecommender
 from stream.records import Click, InvalidRecord, dead_letter, decode_click
-from stream.sessions import SessionStore
+from models.sessions import SessionStore
 from stream.topics import CLICKS, DBGD_FEEDBACK, DEAD_LETTERS, MODEL_UPDATES, RECOMMENDATIONS
 
 log = logging.getLogger(__name__)

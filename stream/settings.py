@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     exclude_seen: bool = Field(True, description="leave a session's own items out of its candidates")
     popular_half_life_s: float = Field(3600.0, gt=0)
     fresh_window_s: float = Field(3600.0, gt=0)
+    stats_snapshot_s: float = Field(1.0, ge=0, description="how often a worker writes its item statistics to Redis")
 
     # --- dueling bandit gradient descent (DRN's minor update)
     dbgd_alpha: float = Field(0.1, gt=0, description="explorer perturbation: dW = alpha * U(-1,1) * W")
@@ -62,6 +63,18 @@ class Settings(BaseSettings):
     dbgd_window_s: float = Field(300.0, gt=0, description="or decide after this many seconds")
     interleaving: str = Field("team-draft", pattern="^(team-draft|probabilistic)$")
     seed: int = Field(0, description="seed for interleaving coins and DBGD draws")
+
+    # --- the serving endpoint (python -m serving)
+    serving_host: str = Field("127.0.0.1", description="interface the HTTP server binds")
+    serving_port: int = Field(8000, ge=0, le=65535)
+    serving_max_k: int = Field(100, ge=1, description="largest k a client may ask for")
+    serving_max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
+    serving_max_events: int = Field(1000, ge=1, description="clicks per POST /events")
+    serving_torch_threads: int = Field(1, ge=1)
+    serving_redis_timeout_s: float = Field(0.25, gt=0, description="Redis socket timeout for a request")
+    serving_redis_retry_s: float = Field(1.0, ge=0, description="after a Redis failure, serve fallbacks this long")
+    serving_publish_timeout_s: float = Field(600.0, gt=0, description="how long a slate may wait for Kafka")
+    admin_token: SecretStr | None = Field(None, description="bearer token of the admin routes; unset disables them")
 
     def topic(self, name: str) -> str:
         """The full topic name for one of the wire contracts (``clicks``, ``recommendations``, ...)."""

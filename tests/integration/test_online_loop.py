@@ -13,20 +13,11 @@ import torch
 
 from models.__main__ import publish_first_version
 from models.data import load_dataset
-from models.gru4rec import GRU4Rec, GRU4RecParams
 from models.registry import ModelRegistry
-from stream.sessions import SessionStore
+from models.sessions import SessionStore
 from tests.kafka_helpers import ServiceProcess, consume, produce
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def tiny_gru(shared_data) -> GRU4Rec:
-    """A small GRU4Rec trained on yoochoose-100k (a few seconds on 2 cores)."""
-    train, _ = load_dataset("yoochoose-100k", shared_data)
-    params = GRU4RecParams(layers=[48], n_epochs=2, n_sample=256, batch_size=64, learning_rate=0.1, seed=1)
-    return GRU4Rec(params, device="cpu").fit(train)
 
 
 def _click(session: str, item: str, ts: float, impression: str | None = None, position: int | None = None) -> bytes:

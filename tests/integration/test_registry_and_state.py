@@ -16,7 +16,7 @@ from models.gru4rec import GRU4Rec, GRU4RecParams
 from models.registry import ModelRegistry
 from stream.online import OnlineRecommender
 from stream.records import Click
-from stream.sessions import SessionState, SessionStore
+from models.sessions import SessionState, SessionStore
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration

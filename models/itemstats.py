@@ -3,7 +3,9 @@
 Recent clicks decay with a half-life, so "popular" means popular lately; rolling CTR is clicks
 on slates over impressions (smoothed); an item's freshness falls with the time since the stream
 first saw it.  These feed the popular and fresh recall paths and the ranker's action features.
-In-memory per worker: after a restart they rebuild from the traffic.
+Kept in memory by each worker (after a restart they rebuild from the traffic); a worker writes a
+snapshot to Redis (:meth:`ItemStats.to_bytes`) at most every ``stats_snapshot_s``, which the
+serving endpoint reads so that it ranks with the same features the stream used.
 
 Examples
 --------
@@ -13,13 +15,20 @@ Examples
 (1.0, 1.0)
 >>> s.popular(10.0, 1)
 ['a']
+>>> ItemStats.from_bytes(s.to_bytes()).popular(10.0, 2)
+['a', 'b']
 """
 
 from __future__ import annotations
 
 import heapq
+import io
+import json
 import math
 from collections import OrderedDict
+
+import numpy as np
+import redis
 
 
 class ItemStats:
@@ -75,3 +84,56 @@ class ItemStats:
                 break
             out.append(item)
         return out
+
+    # ------------------------------------------------------------------ snapshots
+
+    def to_bytes(self) -> bytes:
+        """Everything in compact arrays (a 43k-item catalog is about 2 MB), for Redis."""
+        items = list(self.first_seen)  # every clicked item, in the order first seen
+        counts = np.array([self._clicks.get(i, (0.0, 0.0)) for i in items], dtype=np.float64).reshape(-1, 2)
+        shown = list(self._shown)
+        buf = io.BytesIO()
+        np.savez(buf, params=np.array([self.decay, self.fresh_window_s, self.refresh_s]),
+                 items=np.frombuffer(json.dumps(items).encode(), dtype=np.uint8),
+                 first=np.array([self.first_seen[i] for i in items], dtype=np.float64), counts=counts,
+                 slate_clicks=np.array([self._slate_clicks.get(i, 0) for i in items], dtype=np.int64),
+                 shown_items=np.frombuffer(json.dumps(shown).encode(), dtype=np.uint8),
+                 shown=np.array([self._shown[i] for i in shown], dtype=np.int64))
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> ItemStats:
+        z = np.load(io.BytesIO(blob))
+        decay, fresh_window_s, refresh_s = z["params"].tolist()
+        stats = cls(math.log(2) / decay, fresh_window_s, refresh_s)
+        items = json.loads(z["items"].tobytes())
+        for item, first, (count, at), sc in zip(items, z["first"].tolist(), z["counts"].tolist(),
+                                                 z["slate_clicks"].tolist()):
+            stats.first_seen[item] = first
+            stats._clicks[item] = (count, at)
+            if sc:
+                stats._slate_clicks[item] = sc
+        stats._shown = dict(zip(json.loads(z["shown_items"].tobytes()), z["shown"].tolist()))
+        return stats
+
+
+def snapshot_key(prefix: str = "") -> str:
+    """The Redis key of the workers' item statistics (``{prefix}itemstats``; ``...:t`` holds its time)."""
+    return f"{prefix}itemstats"
+
+
+def write_snapshot(client: redis.Redis, prefix: str, stats: ItemStats, t: float) -> None:
+    """Store ``stats`` as read at time ``t``, both keys in one transaction."""
+    pipe = client.pipeline(transaction=True)
+    pipe.set(snapshot_key(prefix), stats.to_bytes())
+    pipe.set(snapshot_key(prefix) + ":t", repr(float(t)))
+    pipe.execute()
+
+
+def read_snapshot(client: redis.Redis, prefix: str, known_t: float | None = None) -> tuple[ItemStats, float] | None:
+    """The stored statistics and their time, or None if there are none or they are still at ``known_t``."""
+    t = client.get(snapshot_key(prefix) + ":t")
+    if t is None or float(t) == known_t:
+        return None  # nothing new: do not move the (megabytes of) statistics
+    blob = client.get(snapshot_key(prefix))
+    return None if blob is None else (ItemStats.from_bytes(blob), float(t))

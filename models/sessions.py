@@ -1,10 +1,11 @@
-"""Per-session state in Redis, where the serving endpoint reads it too.
+"""Per-session state in Redis: the stream writes it, the serving endpoint reads it.
 
 One hash per session (``{prefix}session:{id}``): the GRU hidden state (float32 bytes, all layers),
-the last N item ids, the GRU version that produced the state, the click count, the first and
-last click times, and the (partition, offset) of the last click applied.  Keys expire after ``ttl`` seconds of inactivity.  Reads and writes are
-pipelined once per micro-batch.  The stream is the source of truth: a state whose version differs
-from the current GRU is rebuilt from its stored items, never stepped with mixed weights.
+the last N item ids, the GRU version that produced the state, the click count, the first, previous
+and last click times, and the (partition, offset) of the last click applied.  Keys expire after
+``ttl`` seconds of inactivity.  Reads and writes are pipelined once per micro-batch.  The stream is
+the source of truth: a state whose version differs from the current GRU is rebuilt from its stored
+items, never stepped with mixed weights.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class SessionState:
     clicks: int = 0
     first_ts: float = 0.0
     last_ts: float = 0.0
+    prev_ts: float | None = None  # the click before the last one: the serving endpoint rebuilds the stream's context
     partition: int = -1   # where the last applied click came from: a redelivered click (at-least-once
     offset: int = -1      # after a crash) is answered again but does not step the state twice
 
@@ -48,7 +50,8 @@ class SessionStore:
         pipe = self.r.pipeline(transaction=False)
         for sid, s in states.items():
             mapping = {"items": json.dumps(s.items[-self.max_items:]), "n": s.clicks, "t0": s.first_ts,
-                       "t1": s.last_ts, "v": s.version or "", "p": s.partition, "o": s.offset}
+                       "t1": s.last_ts, "v": s.version or "", "p": s.partition, "o": s.offset,
+                       "tp": "" if s.prev_ts is None else s.prev_ts}
             if s.hidden is not None:
                 mapping["h"] = np.asarray(s.hidden, dtype=np.float32).tobytes()
             pipe.hset(self.key(sid), mapping=mapping)
@@ -64,5 +67,6 @@ class SessionStore:
             items=json.loads(raw[b"items"]), hidden=np.frombuffer(h, dtype=np.float32).copy() if h else None,
             version=raw.get(b"v", b"").decode() or None, clicks=int(raw.get(b"n", 0)),
             first_ts=float(raw.get(b"t0", 0)), last_ts=float(raw.get(b"t1", 0)),
+            prev_ts=float(raw[b"tp"]) if raw.get(b"tp") else None,
             partition=int(raw.get(b"p", -1)), offset=int(raw.get(b"o", -1)),
         )

@@ -1,0 +1,261 @@
+"""Ranking a session from its GRU4Rec state: the code the stream and the serving endpoint share.
+
+Both services must give a session the same ranking, so both call :func:`rank` here:
+
+1. **Candidates** (multi-path recall): GRU4Rec's top-N over the catalog (the session's own items
+   left out unless configured), then recently popular and fresh items from :class:`ItemStats`.
+2. **Features**: the state is the GRU's last hidden layer plus the session's context (hour,
+   length, time since the last click, activeness); each candidate brings its item embedding, recent
+   clicks, rolling CTR, freshness and its standardised GRU score (similarity to the state).
+3. **Q-values** of DRN's dueling network with the current weights W and, for exploration, with the
+   explorer W~; each list sorted by its Q-values.
+
+The stream interleaves the two lists (DBGD); the serving endpoint shows the current one.
+:class:`ModelCache` follows the registry's ``model:current`` and keeps the loaded version in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.itemstats import ItemStats
+from models.ranker import DuelingQNetwork
+from models.registry import ModelRegistry, ModelVersion
+from models.sessions import SessionState
+
+log = logging.getLogger(__name__)
+
+POPULAR_VERSION = "popular"  # the model_version of slates made without a model
+
+
+@dataclass(frozen=True)
+class CandidateParams:
+    gru: int = 40              # top-N items by GRU4Rec score
+    popular: int = 5           # recently popular items added
+    fresh: int = 5             # newly seen items added
+    exclude_seen: bool = True  # leave the session's own items out
+
+
+def ranker_for(model_version: ModelVersion, weights: np.ndarray, seed: int) -> DuelingQNetwork:
+    net = DuelingQNetwork(model_version.gru.model.layers[-1], seed=seed)
+    net.set_weights(weights)
+    return net.eval()
+
+
+@dataclass
+class LoadedModel:
+    """A registry version made ready for scoring."""
+
+    version: ModelVersion
+    current: DuelingQNetwork
+    explorer: DuelingQNetwork
+    emb: torch.Tensor          # (items + 1, H): the last row is zeros, for candidates the GRU does not know
+    item_ids: list[str]        # model index -> item id
+    index: dict[str, int]      # item id -> model index
+    _moments: tuple | None = None
+
+    @classmethod
+    def from_version(cls, mv: ModelVersion, seed: int, previous: LoadedModel | None = None) -> LoadedModel:
+        """Prepare ``mv``; a minor version of the ``previous`` model's GRU reuses its GRU and embeddings."""
+        if previous is not None and previous.gru_version == mv.meta["gru_version"]:
+            mv.gru = previous.version.gru
+            emb, ids, index, moments = previous.emb, previous.item_ids, previous.index, previous._moments
+        else:
+            w, _, ids_list = mv.gru.item_embeddings()
+            emb = torch.cat([torch.as_tensor(w), torch.zeros(1, w.shape[1])])
+            ids, index, moments = list(ids_list), {item: i for i, item in enumerate(ids_list)}, None
+        return cls(mv, ranker_for(mv, mv.ranker, seed), ranker_for(mv, mv.explorer, seed), emb, ids, index, moments)
+
+    def indices(self, items: list[str]) -> torch.Tensor:
+        """Model indices of item ids, -1 for items the GRU does not know (cold start)."""
+        get = self.index.get
+        return torch.tensor([get(i, -1) for i in items], dtype=torch.long)
+
+    def score_moments(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of h's GRU scores over the whole catalog, without computing them.
+
+        Scores are s_i = h.w_i + b_i, so mean = h.mean(w) + mean(b) and
+        E[s^2] = h^T (W^T W / n) h + 2 h.mean(b_i w_i) + mean(b^2): a few small products per click.
+        """
+        if self._moments is None:
+            gru = self.version.gru.model
+            w, b = gru.Wy.weight.detach(), gru.By.weight.detach().reshape(-1)
+            n = w.shape[0]
+            self._moments = (w.mean(0), b.mean(), w.T @ w / n, (b[:, None] * w).mean(0), (b * b).mean())
+        mw, mb, cov, bw, b2 = self._moments
+        mean = h @ mw + mb
+        second = ((h @ cov) * h).sum(1) + 2 * (h @ bw) + b2
+        return mean.unsqueeze(1), (second - mean**2).clamp(min=1e-12).sqrt().unsqueeze(1)
+
+    @property
+    def name(self) -> str:
+        return self.version.version
+
+    @property
+    def gru_version(self) -> str:
+        return self.version.meta["gru_version"]
+
+    def hidden(self, states: list[SessionState | None]) -> torch.Tensor:
+        """GRU hidden states (layers, B, H) of sessions; rebuilt from stored items when the GRU version changed."""
+        gru = self.version.gru
+        layers, size = len(gru.model.layers), gru.model.layers[-1]
+        hidden = gru.init_hidden(len(states))
+        for b, st in enumerate(states):
+            if st is None or not st.items:
+                continue
+            if st.version == self.gru_version and st.hidden is not None and st.hidden.size == layers * size:
+                hidden[:, b] = torch.as_tensor(st.hidden).reshape(layers, size)
+            else:  # new GRU weights: re-encode the session's recent items, never mix versions
+                h = gru.init_hidden(1)
+                for item in st.items:
+                    h, _ = gru.step(h, self.indices([item]), score=False)
+                hidden[:, b] = h[:, 0]
+        return hidden
+
+
+class ModelCache:
+    """The registry's current version, loaded once per version and re-checked at most every ``refresh_s``."""
+
+    def __init__(self, registry: ModelRegistry, seed: int = 0, refresh_s: float = 0.5) -> None:
+        self.registry, self.seed, self.refresh_s = registry, seed, refresh_s
+        self.model: LoadedModel | None = None
+        self._checked_at = -math.inf
+
+    def refresh(self, force: bool = False) -> LoadedModel | None:
+        """Switch to ``model:current`` if it changed; the old model stays in use until the new one is ready."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.refresh_s:
+            return self.model
+        self._checked_at = now
+        current = self.registry.current_version()
+        if current is None or (self.model is not None and self.model.name == current):
+            return self.model
+        mv = self.registry.load(current)
+        self.model = LoadedModel.from_version(mv, self.seed, self.model)
+        log.info("now using model %s (%s, GRU %s)", current, mv.meta["kind"], mv.meta["gru_version"])
+        return self.model
+
+
+def session_context(clicks: int, first_ts: float, prev_ts: float | None, ts: float) -> list[float]:
+    """The context right after a session's ``clicks``-th click at ``ts``.
+
+    Hour of day (sin, cos), log session length, log seconds since the previous click, log clicks
+    per minute (activeness).
+
+    >>> [round(x, 3) for x in session_context(1, 0.0, None, 0.0)]
+    [0.0, 1.0, 0.693, 0.0, 0.693]
+    """
+    hour = (ts % 86400) / 3600.0
+    since = max(ts - prev_ts, 0.0) if prev_ts is not None else 0.0
+    minutes = max((ts - first_ts) / 60.0, 1.0)
+    return [math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24), math.log1p(clicks),
+            math.log1p(since), math.log1p(clicks / minutes)]
+
+
+def state_context(st: SessionState) -> list[float]:
+    """:func:`session_context` of a stored session, as the stream computed it for the session's last click."""
+    return session_context(st.clicks, st.first_ts, st.prev_ts, st.last_ts)
+
+
+@dataclass
+class Ranked:
+    """One session's candidates in the order of each ranker, with their Q-values."""
+
+    current: list[tuple[str, float]]
+    explorer: list[tuple[str, float]] | None
+
+
+def candidates(model: LoadedModel, scores: torch.Tensor, seen_items: list[list[str]], stats: ItemStats, t: float,
+               params: CandidateParams) -> tuple[list[list[str]], list[list[int]]]:
+    """GRU4Rec's top-N per row, then popular and fresh items not already there (ids and model indices)."""
+    if params.exclude_seen:
+        for b, items in enumerate(seen_items):
+            seen = model.indices(items)
+            scores[b, seen[seen >= 0]] = -math.inf
+    n_top = min(params.gru, scores.shape[1])
+    _, top_idx = torch.topk(scores, n_top, dim=1)
+    extra = stats.popular(t, params.popular) + stats.fresh(t, params.fresh)
+    extra_idx = model.indices(extra).tolist()
+    cand_ids, cand_rows = [], []
+    item_ids = model.item_ids
+    for b, top in enumerate(top_idx.tolist()):
+        seen = set(seen_items[b]) if params.exclude_seen else set()
+        ids = [item_ids[i] for i in top]
+        have = set(ids)
+        for item, ix in zip(extra, extra_idx):
+            if item not in have and item not in seen:
+                ids.append(item)
+                top.append(ix)
+                have.add(item)
+        cand_ids.append(ids)
+        cand_rows.append(top)
+    return cand_ids, cand_rows
+
+
+def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], seen_items: list[list[str]],
+         stats: ItemStats, t: float, params: CandidateParams, explore: bool = True) -> list[Ranked]:
+    """Rank candidates for a batch of sessions.
+
+    ``last`` is each session's last GRU layer (B, H), ``contexts`` its :func:`session_context`,
+    ``seen_items`` its recent items, ``t`` the time the item statistics are read at.
+    """
+    scores = model.version.gru.model.score(last)
+    mean, std = model.score_moments(last)
+    cand_ids, cand_rows = candidates(model, scores, seen_items, stats, t, params)
+    width = max(len(ids) for ids in cand_ids)
+    pad = torch.tensor([row + [-1] * (width - len(row)) for row in cand_rows], dtype=torch.long)
+    known = pad >= 0
+    emb = model.emb[torch.where(known, pad, model.emb.shape[0] - 1)]
+    sim = torch.zeros(pad.shape)
+    gathered = scores.gather(1, pad.clamp(min=0))
+    sim[known] = ((gathered - mean) / std)[known]
+    sim = torch.nan_to_num(sim, nan=0.0, posinf=0.0, neginf=0.0)
+    features: dict[str, tuple[float, float, float]] = {}  # once per distinct candidate of the batch
+    rows = []
+    for ids in cand_ids:
+        row = []
+        for item in ids:
+            f = features.get(item)
+            if f is None:
+                f = features[item] = (math.log1p(stats.recent_clicks(item, t)), stats.ctr(item),
+                                      stats.freshness(item, t))
+            row.append(f)
+        rows.append(row + [(0.0, 0.0, 0.0)] * (width - len(row)))
+    scalars = torch.zeros(*pad.shape, 5)
+    scalars[..., :3] = torch.tensor(rows, dtype=torch.float32)
+    scalars[..., 3] = sim
+    context = torch.tensor(contexts, dtype=torch.float32)
+    valid = torch.zeros(pad.shape, dtype=torch.bool)
+    for b, ids in enumerate(cand_ids):
+        valid[b, : len(ids)] = True
+    with torch.no_grad():
+        q_cur = model.current(last, context, emb, scalars).masked_fill(~valid, -math.inf)
+        q_exp = model.explorer(last, context, emb, scalars).masked_fill(~valid, -math.inf) if explore else None
+    out = []
+    for b, ids in enumerate(cand_ids):
+        out.append(Ranked(_sorted(ids, q_cur[b]), _sorted(ids, q_exp[b]) if q_exp is not None else None))
+    return out
+
+
+def _sorted(ids: list[str], q: torch.Tensor) -> list[tuple[str, float]]:
+    values = q[: len(ids)]
+    order = torch.argsort(values, descending=True, stable=True).tolist()
+    qs = values.tolist()
+    return [(ids[j], qs[j]) for j in order]
+
+
+def popular_items(stats: ItemStats, t: float, k: int, fresh: int = 0) -> list[tuple[str, float]]:
+    """The slate without a model or a session: the most recently clicked items, then up to ``fresh`` new ones.
+
+    Each item is scored by its recent (decayed) clicks.
+    """
+    new = stats.fresh(t, min(fresh, k))
+    popular = [i for i in stats.popular(t, k) if i not in set(new)][: k - len(new)]
+    ordered = sorted(popular, key=lambda i: (-stats.recent_clicks(i, t), i)) + new
+    return [(i, float(stats.recent_clicks(i, t))) for i in ordered]

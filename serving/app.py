@@ -1,0 +1,181 @@
+"""The FastAPI app: recommendations, click ingest, health, Prometheus metrics, admin.
+
+``create_app(settings)`` builds an independent app (its own Redis clients, Kafka producer and
+metrics), so tests can run several.  Startup loads the current model and starts the background
+refresher; shutdown flushes what Kafka can still take.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving import admin
+from serving.metrics import ServingMetrics
+from serving.publisher import Publisher
+from serving.recommender import ServingRecommender
+from serving.schemas import EventsAccepted, Health, ScoredItem, Slate
+from stream.records import Click, InvalidRecord, Recommendation, decode_click, new_impression_id
+from stream.settings import Settings, get_settings
+from stream.topics import CLICKS, RECOMMENDATIONS
+
+log = logging.getLogger(__name__)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its route template; rejects oversized bodies with 413 up front."""
+
+    def __init__(self, app, metrics: ServingMetrics, max_body: int) -> None:
+        self.app, self.metrics, self.max_body = app, metrics, max_body
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            response = JSONResponse({"detail": f"request body over the {self.max_body}-byte limit"}, status_code=413)
+            await response(scope, receive, send_wrapper)
+        else:
+            await self.app(scope, receive, send_wrapper)
+        route = scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        self.metrics.requests.labels(name, str(status[0])).inc()
+        self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = ServingMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.publisher.start()
+        app.state.recommender.start()
+        yield
+        app.state.recommender.stop()
+        left = app.state.publisher.close()
+        if left:
+            log.warning("%d records were still waiting for Kafka at shutdown", left)
+
+    app = FastAPI(title="streamrec serving", version="0.1.0", lifespan=lifespan,
+                  description="Session recommendations from the newest promoted model, click ingest, health, "
+                              "metrics. Slates served here are published to `recommendations` (source: serving).")
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.recommender = ServingRecommender(settings)
+    app.state.publisher = Publisher(settings.kafka, metrics, settings.serving_publish_timeout_s)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, max_body=settings.serving_max_body_bytes)
+    app.include_router(admin.router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    @app.get("/recommendations/{session_id}", response_model=Slate, tags=["recommendations"])
+    def recommendations(
+        session_id: str = Path(min_length=1, max_length=256, description="the session's id, as in its clicks"),
+        k: int = Query(10, ge=1, le=settings.serving_max_k, description="how many items"),
+    ) -> Slate:
+        """The session's next items from the current model, or a flagged fallback (never a 5xx)."""
+        start = time.time()
+        served = app.state.recommender.recommend(session_id, k)
+        slate = Slate(session_id=session_id, impression_id=new_impression_id(),
+                      items=[ScoredItem(item_id=i, score=s) for i, s in served.items],
+                      model_version=served.model_version, fallback=served.fallback, reason=served.reason)
+        if served.fallback:
+            metrics.fallbacks.labels(served.reason).inc()
+        metrics.slates.labels(served.model_version).inc()
+        now = time.time()
+        record = Recommendation(session_id=session_id, impression_id=slate.impression_id,
+                                items=[i for i, _ in served.items], scores=[s for _, s in served.items],
+                                model_version=served.model_version, source="serving", ts=now,
+                                latency_ms=(now - start) * 1000)
+        app.state.publisher.send(settings.topic(RECOMMENDATIONS), session_id.encode(),
+                                 record.model_dump_json().encode())
+        return slate
+
+    @app.post("/events", response_model=EventsAccepted, status_code=202, tags=["events"],
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "oneOf": [Click.model_json_schema(), {"type": "array", "items": Click.model_json_schema(),
+                                                        "maxItems": settings.serving_max_events}]}}}}})
+    async def events(request: Request) -> EventsAccepted:
+        """Ingest one click (a JSON object) or several (an array); each is validated like the stream does, then
+        produced to `clicks` keyed by session.  All or nothing: one bad click rejects the request (422, with
+        each problem and its index)."""
+        body = await request.body()
+        if len(body) > settings.serving_max_body_bytes:
+            raise HTTPException(413, f"request body over the {settings.serving_max_body_bytes}-byte limit")
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise HTTPException(400, f"body is not JSON: {err}") from None
+        many = isinstance(parsed, list)
+        items = parsed if many else [parsed]
+        if not items:
+            raise HTTPException(422, "no clicks: send a click object or a non-empty array of them")
+        if len(items) > settings.serving_max_events:
+            raise HTTPException(413, f"{len(items)} clicks in one request; at most {settings.serving_max_events}")
+        clicks, problems = [], []
+        for i, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise InvalidRecord(f"a click must be a JSON object, not {type(item).__name__}")
+                clicks.append(decode_click(json.dumps(item).encode(), settings.max_event_bytes))
+            except InvalidRecord as err:
+                problems.append({"index": i, "error": str(err)} if many else {"error": str(err)})
+        if problems:
+            metrics.events.labels("rejected").inc(len(items))
+            raise HTTPException(422, problems)
+        accepted = 0
+        for click in clicks:
+            accepted += app.state.publisher.send(settings.topic(CLICKS), click.session_id.encode(),
+                                                 click.model_dump_json(exclude_none=True).encode())
+        metrics.events.labels("accepted").inc(accepted)
+        if accepted < len(clicks):
+            metrics.events.labels("dropped").inc(len(clicks) - accepted)
+            raise HTTPException(503, f"Kafka's local queue is full: {len(clicks) - accepted} of {len(clicks)} "
+                                     "clicks were not accepted; retry later", headers={"Retry-After": "1"})
+        return EventsAccepted(accepted=accepted)
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> Health:
+        """Alive: the process answers."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
+    def readyz() -> Response:
+        """Ready: a model is loaded and Redis answers."""
+        rec = app.state.recommender
+        try:
+            redis_ok = bool(rec.fast.ping())
+        except Exception:  # noqa: BLE001 - any failure means not reachable
+            redis_ok = False
+        ok = redis_ok and rec.model is not None
+        body = Health(status="ok" if ok else "not ready", model_version=rec.model_name, redis=redis_ok,
+                      kafka_queue=app.state.publisher.pending())
+        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def prometheus() -> Response:
+        """Prometheus text format: requests, latency histogram, fallbacks, model version and age, Kafka outcomes."""
+        rec = app.state.recommender
+        model = rec.model
+        metrics.set_model(rec.model_name, model.version.meta.get("created") if model else None)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

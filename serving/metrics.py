@@ -1,0 +1,42 @@
+"""Prometheus metrics of one serving app, in their own registry (so several apps can live in one test process)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class ServingMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("streamrec_serving_requests", "HTTP requests by route and status", ["route", "status"],
+                                registry=r)
+        self.latency = Histogram("streamrec_serving_request_seconds", "request latency by route", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.fallbacks = Counter("streamrec_serving_fallbacks", "slates served by a fallback, by reason", ["reason"],
+                                 registry=r)
+        self.slates = Counter("streamrec_serving_slates", "slates served, by model version", ["model_version"],
+                              registry=r)
+        self.model = Gauge("streamrec_serving_model", "1 for the model version in use", ["version"], registry=r)
+        self.model_age = Gauge("streamrec_serving_model_age_seconds", "seconds since the model in use was created",
+                               registry=r)
+        self.published = Counter("streamrec_serving_published", "records given to Kafka, by topic and outcome",
+                                 ["topic", "outcome"], registry=r)
+        self.publish_queue = Gauge("streamrec_serving_publish_queue", "records waiting for Kafka", registry=r)
+        self.events = Counter("streamrec_serving_events", "clicks ingested by POST /events, by outcome", ["outcome"],
+                              registry=r)
+        self._version: str | None = None
+
+    def set_model(self, version: str | None, created: float | None) -> None:
+        if version != self._version:
+            if self._version is not None:
+                self.model.remove(self._version)
+            if version is not None:
+                self.model.labels(version).set(1)
+            self._version = version
+        if created is not None:
+            self.model_age.set(max(time.time() - created, 0.0))

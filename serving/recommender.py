@@ -1,0 +1,143 @@
+"""A session's slate for the serving endpoint: the stream's ranking, or a flagged fallback, never an error.
+
+The ranking is :func:`models.recommend.rank` with the current weights W on the session's stored
+GRU state, the item statistics the workers snapshot to Redis, and the registry's current model, so
+a session gets what the stream would show it after its last click (without the explorer's
+interleaving: serving exploits, the stream explores).
+
+Degradation (the design notes' service degradation), each one flagged with a ``reason``:
+
+- ``unknown-session``: no state for the session -> recently popular and fresh items;
+- ``no-model``: nothing promoted yet -> popular and fresh items;
+- ``redis-unavailable``: Redis did not answer -> the last cached model cannot see the session, so
+  popular and fresh items from the last cached statistics; for ``serving_redis_retry_s`` after a
+  failure requests do not even try Redis, so a dead Redis costs no latency;
+- ``ranking-failed``: anything unexpected while ranking -> popular items, logged.
+
+The model and the statistics are refreshed by a background thread, so a request never waits for
+a model to load and a promotion is a swap of one reference (hot reload with no failed request).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+import torch
+
+from models.itemstats import ItemStats, read_snapshot
+from models.recommend import POPULAR_VERSION, CandidateParams, LoadedModel, ModelCache, popular_items, rank, \
+    state_context
+from models.registry import ModelRegistry
+from models.sessions import SessionStore
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Served:
+    items: list[tuple[str, float]]
+    model_version: str
+    fallback: bool
+    reason: str | None = None
+
+
+class ServingRecommender:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        timeout = settings.serving_redis_timeout_s
+        self.fast = redis.Redis.from_url(settings.redis, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.slow = redis.Redis.from_url(settings.redis, socket_timeout=10.0, socket_connect_timeout=2.0)
+        self.sessions = SessionStore(self.fast, settings.topic_prefix, settings.session_ttl_s,
+                                     settings.session_max_items)
+        self.registry = ModelRegistry(self.slow, namespace=settings.topic_prefix)
+        self.models = ModelCache(self.registry, settings.seed, refresh_s=0.0)
+        self.params = CandidateParams(settings.candidates_gru, settings.candidates_popular,
+                                      settings.candidates_fresh, settings.exclude_seen)
+        self.stats = ItemStats(settings.popular_half_life_s, settings.fresh_window_s)
+        self.stats_t = 0.0
+        self.redis_ok = True
+        self._redis_down_until = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        torch.set_num_threads(settings.serving_torch_threads)
+
+    # ------------------------------------------------------------------ background refresh
+
+    def refresh(self) -> None:
+        """Follow ``model:current`` and the statistics snapshot; keep the last good ones when Redis fails."""
+        try:
+            self.models.refresh(force=True)
+            snapshot = read_snapshot(self.slow, self.s.topic_prefix, self.stats_t)
+            if snapshot is not None:
+                self.stats, self.stats_t = snapshot
+            self.redis_ok = True
+        except (redis.RedisError, OSError) as err:
+            if self.redis_ok:
+                log.warning("Redis unreachable, serving the cached model and statistics: %s", err)
+            self.redis_ok = False
+        except Exception:  # noqa: BLE001 - a bad version in the registry must not stop the refresher
+            log.exception("could not load the current model; keeping %s", self.model_name)
+
+    def start(self) -> None:
+        """Load the current model and start following the registry (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self.refresh()
+        self._thread = threading.Thread(target=self._loop, name="model-refresh", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.s.model_refresh_s):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def model(self) -> LoadedModel | None:
+        return self.models.model
+
+    @property
+    def model_name(self) -> str | None:
+        return self.model.name if self.model is not None else None
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None and self.redis_ok
+
+    # ------------------------------------------------------------------ a request
+
+    def _fallback(self, k: int, reason: str) -> Served:
+        t = self.stats_t or time.time()
+        return Served(popular_items(self.stats, t, k, fresh=self.s.candidates_fresh), POPULAR_VERSION, True, reason)
+
+    def recommend(self, session_id: str, k: int) -> Served:
+        model, stats, t = self.model, self.stats, self.stats_t
+        if time.monotonic() < self._redis_down_until:
+            return self._fallback(k, "redis-unavailable")
+        try:
+            state = self.sessions.get(session_id)
+        except (redis.RedisError, OSError) as err:
+            log.warning("Redis failed during a request (%s); fallbacks for %.1f s", err, self.s.serving_redis_retry_s)
+            self._redis_down_until = time.monotonic() + self.s.serving_redis_retry_s
+            return self._fallback(k, "redis-unavailable")
+        if model is None:
+            return self._fallback(k, "no-model")
+        if state is None or not state.items:
+            return self._fallback(k, "unknown-session")
+        try:
+            hidden = model.hidden([state])[-1]
+            ranked = rank(model, hidden, [state_context(state)], [state.items], stats, t or state.last_ts,
+                          self.params, explore=False)[0]
+        except Exception:  # noqa: BLE001 - degrade, do not fail the request
+            log.exception("ranking session %s failed; serving popular items", session_id)
+            return self._fallback(k, "ranking-failed")
+        return Served(ranked.current[:k], model.name, False)
