@@ -25,10 +25,12 @@ BENCHMARKS: dict[str, list[str]] = {
     "gru4rec-yoochoose-reference-params": ["bench.gru4rec_quality", "--config", "yoochoose-xe-reference-params"],
     "gru4rec-diginetica": ["bench.gru4rec_quality", "--config", "diginetica-bprmax"],
     "stream-throughput": ["bench.stream_throughput"],
+    "serving-latency": ["bench.serving_latency"],
 }
 QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-params": ["--epochs", "1"],
          "gru4rec-diginetica": ["--epochs", "1"],
-         "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"]}
+         "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"],
+         "serving-latency": ["--seconds", "5", "--rate", "200", "--clicks", "3000"]}
 
 
 def machine() -> dict:

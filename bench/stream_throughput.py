@@ -3,7 +3,8 @@
     python -m bench.stream_throughput [--clicks 50000] [--rate 1000] [--latency-seconds 30]
 
 Starts a real Kafka broker and Redis (infra/local.py), publishes a GRU4Rec model over Diginetica's
-43,097 items (weights untrained: throughput does not depend on their values; 100 hidden units),
+43,097 items (100 hidden units, one quick epoch, ``bench.common.diginetica_model``: the HNSW recall
+index needs weights with structure),
 then measures, each on its own topics:
 
 1. the pass-through ceiling: ``--clicks`` Diginetica clicks already in ``clicks``, a Faust agent
@@ -31,10 +32,10 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer
 
+from bench.common import diginetica_model
 from infra import local
 from models.__main__ import publish_first_version
 from models.data import load_dataset
-from models.gru4rec import GRU4Rec, GRU4RecParams
 from models.registry import ModelRegistry
 from simulator.replay import replay
 from stream.settings import Settings
@@ -82,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     kafka, rds = local.start_kafka(state), local.start_redis(state)
     procs: list[subprocess.Popen] = []
     try:
-        train, test = load_dataset("diginetica", DATA)
+        _, test = load_dataset("diginetica", DATA)
         events = test.head(args.clicks)  # 76,821 test clicks, in session order
-        gru = GRU4Rec(GRU4RecParams(layers=[args.hidden], n_epochs=0), device="cpu").fit(train)
+        gru = diginetica_model(args.hidden)
         base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
         base.update(STREAMREC_KAFKA=kafka.address, STREAMREC_REDIS=rds.address, STREAMREC_WORKER_WEB_PORT="0",
                     PYTHONPATH=str(ROOT), STREAMREC_TORCH_THREADS=str(args.torch_threads))

@@ -42,8 +42,12 @@ class ItemStats:
         self.first_seen: OrderedDict[str, float] = OrderedDict()
         self._popular: list[str] = []
         self._popular_at = -math.inf
+        self._features: dict[str, tuple[float, float, float]] = {}  # memo of features() while nothing changes
+        self._features_key: tuple | None = None
+        self.changes = 0
 
     def click(self, item: str, t: float, from_slate: bool = False) -> None:
+        self.changes += 1
         count, at = self._clicks.get(item, (0.0, t))
         self._clicks[item] = (count * math.exp(-self.decay * max(t - at, 0.0)) + 1.0, t)
         if item not in self.first_seen:
@@ -52,6 +56,7 @@ class ItemStats:
             self._slate_clicks[item] = self._slate_clicks.get(item, 0) + 1
 
     def shown(self, items: list[str]) -> None:
+        self.changes += 1
         for item in items:
             self._shown[item] = self._shown.get(item, 0) + 1
 
@@ -66,6 +71,20 @@ class ItemStats:
     def freshness(self, item: str, t: float) -> float:
         first = self.first_seen.get(item)
         return 0.0 if first is None else math.exp(-max(t - first, 0.0) / self.fresh_window_s)
+
+    def features(self, item: str, t: float) -> tuple[float, float, float]:
+        """The ranker's action features of an item at time t: log(1 + recent clicks), CTR, freshness.
+
+        Remembered until the statistics change or t moves, so the serving endpoint (which reads a
+        fixed snapshot) computes each item's features once per snapshot.
+        """
+        if self._features_key != (t, self.changes):
+            self._features, self._features_key = {}, (t, self.changes)
+        f = self._features.get(item)
+        if f is None:
+            f = self._features[item] = (math.log1p(self.recent_clicks(item, t)), self.ctr(item),
+                                        self.freshness(item, t))
+        return f
 
     def popular(self, t: float, k: int) -> list[str]:
         """The k items with the most recent clicks (recomputed at most every ``refresh_s``)."""

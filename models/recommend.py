@@ -3,7 +3,8 @@
 Both services must give a session the same ranking, so both call :func:`rank` here:
 
 1. **Candidates** (multi-path recall): GRU4Rec's top-N over the catalog (the session's own items
-   left out unless configured), then recently popular and fresh items from :class:`ItemStats`.
+   left out unless configured; exact, or an HNSW index for large catalogs, :mod:`models.recall`),
+   then recently popular and fresh items from :class:`ItemStats`.
 2. **Features**: the state is the GRU's last hidden layer plus the session's context (hour,
    length, time since the last click, activeness); each candidate brings its item embedding, recent
    clicks, rolling CTR, freshness and its standardised GRU score (similarity to the state).
@@ -26,6 +27,7 @@ import torch
 
 from models.itemstats import ItemStats
 from models.ranker import DuelingQNetwork
+from models.recall import CatalogIndex
 from models.registry import ModelRegistry, ModelVersion
 from models.sessions import SessionState
 
@@ -58,19 +60,24 @@ class LoadedModel:
     emb: torch.Tensor          # (items + 1, H): the last row is zeros, for candidates the GRU does not know
     item_ids: list[str]        # model index -> item id
     index: dict[str, int]      # item id -> model index
+    catalog: CatalogIndex      # GRU4Rec's top-N recall
     _moments: tuple | None = None
 
     @classmethod
-    def from_version(cls, mv: ModelVersion, seed: int, previous: LoadedModel | None = None) -> LoadedModel:
-        """Prepare ``mv``; a minor version of the ``previous`` model's GRU reuses its GRU and embeddings."""
+    def from_version(cls, mv: ModelVersion, seed: int, previous: LoadedModel | None = None,
+                     ann_min_items: int = 10_000) -> LoadedModel:
+        """Prepare ``mv``; a minor version of the ``previous`` model's GRU reuses its GRU, embeddings and index."""
         if previous is not None and previous.gru_version == mv.meta["gru_version"]:
             mv.gru = previous.version.gru
-            emb, ids, index, moments = previous.emb, previous.item_ids, previous.index, previous._moments
+            emb, ids, index, catalog, moments = (previous.emb, previous.item_ids, previous.index, previous.catalog,
+                                                 previous._moments)
         else:
-            w, _, ids_list = mv.gru.item_embeddings()
+            w, b, ids_list = mv.gru.item_embeddings()
             emb = torch.cat([torch.as_tensor(w), torch.zeros(1, w.shape[1])])
             ids, index, moments = list(ids_list), {item: i for i, item in enumerate(ids_list)}, None
-        return cls(mv, ranker_for(mv, mv.ranker, seed), ranker_for(mv, mv.explorer, seed), emb, ids, index, moments)
+            catalog = CatalogIndex(torch.as_tensor(w), torch.as_tensor(b), min_items=ann_min_items)
+        return cls(mv, ranker_for(mv, mv.ranker, seed), ranker_for(mv, mv.explorer, seed), emb, ids, index, catalog,
+                   moments)
 
     def indices(self, items: list[str]) -> torch.Tensor:
         """Model indices of item ids, -1 for items the GRU does not know (cold start)."""
@@ -122,8 +129,9 @@ class LoadedModel:
 class ModelCache:
     """The registry's current version, loaded once per version and re-checked at most every ``refresh_s``."""
 
-    def __init__(self, registry: ModelRegistry, seed: int = 0, refresh_s: float = 0.5) -> None:
-        self.registry, self.seed, self.refresh_s = registry, seed, refresh_s
+    def __init__(self, registry: ModelRegistry, seed: int = 0, refresh_s: float = 0.5,
+                 ann_min_items: int = 10_000) -> None:
+        self.registry, self.seed, self.refresh_s, self.ann_min_items = registry, seed, refresh_s, ann_min_items
         self.model: LoadedModel | None = None
         self._checked_at = -math.inf
 
@@ -137,8 +145,9 @@ class ModelCache:
         if current is None or (self.model is not None and self.model.name == current):
             return self.model
         mv = self.registry.load(current)
-        self.model = LoadedModel.from_version(mv, self.seed, self.model)
-        log.info("now using model %s (%s, GRU %s)", current, mv.meta["kind"], mv.meta["gru_version"])
+        self.model = LoadedModel.from_version(mv, self.seed, self.model, self.ann_min_items)
+        log.info("now using model %s (%s, GRU %s, %s recall over %d items)", current, mv.meta["kind"],
+                 mv.meta["gru_version"], self.model.catalog.kind, self.model.catalog.n)
         return self.model
 
 
@@ -171,31 +180,30 @@ class Ranked:
     explorer: list[tuple[str, float]] | None
 
 
-def candidates(model: LoadedModel, scores: torch.Tensor, seen_items: list[list[str]], stats: ItemStats, t: float,
-               params: CandidateParams) -> tuple[list[list[str]], list[list[int]]]:
-    """GRU4Rec's top-N per row, then popular and fresh items not already there (ids and model indices)."""
+def candidates(model: LoadedModel, last: torch.Tensor, seen_items: list[list[str]], stats: ItemStats, t: float,
+               params: CandidateParams) -> list[list[int | str]]:
+    """GRU4Rec's top-N per row, then popular and fresh items not already there.
+
+    Each row is a list of model indices, with the item id itself for items the GRU does not know.
+    """
+    exclude = None
     if params.exclude_seen:
-        for b, items in enumerate(seen_items):
-            seen = model.indices(items)
-            scores[b, seen[seen >= 0]] = -math.inf
-    n_top = min(params.gru, scores.shape[1])
-    _, top_idx = torch.topk(scores, n_top, dim=1)
+        exclude = [[i for i in model.indices(items).tolist() if i >= 0] for items in seen_items]
+    top_idx, _ = model.catalog.top(last, params.gru, exclude)
     extra = stats.popular(t, params.popular) + stats.fresh(t, params.fresh)
     extra_idx = model.indices(extra).tolist()
-    cand_ids, cand_rows = [], []
-    item_ids = model.item_ids
+    rows = []
     for b, top in enumerate(top_idx.tolist()):
         seen = set(seen_items[b]) if params.exclude_seen else set()
-        ids = [item_ids[i] for i in top]
-        have = set(ids)
+        row: list[int | str] = [i for i in top if i >= 0]
+        have = set(row)
         for item, ix in zip(extra, extra_idx):
-            if item not in have and item not in seen:
-                ids.append(item)
-                top.append(ix)
-                have.add(item)
-        cand_ids.append(ids)
-        cand_rows.append(top)
-    return cand_ids, cand_rows
+            key = ix if ix >= 0 else item
+            if key not in have and item not in seen:
+                row.append(key)
+                have.add(key)
+        rows.append(row)
+    return rows
 
 
 def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], seen_items: list[list[str]],
@@ -205,30 +213,23 @@ def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], se
     ``last`` is each session's last GRU layer (B, H), ``contexts`` its :func:`session_context`,
     ``seen_items`` its recent items, ``t`` the time the item statistics are read at.
     """
-    scores = model.version.gru.model.score(last)
-    mean, std = model.score_moments(last)
-    cand_ids, cand_rows = candidates(model, scores, seen_items, stats, t, params)
+    rows = candidates(model, last, seen_items, stats, t, params)
+    item_ids = model.item_ids
+    cand_ids = [[item_ids[c] if isinstance(c, int) else c for c in row] for row in rows]
     width = max(len(ids) for ids in cand_ids)
-    pad = torch.tensor([row + [-1] * (width - len(row)) for row in cand_rows], dtype=torch.long)
+    pad = torch.tensor([[c if isinstance(c, int) else -1 for c in row] + [-1] * (width - len(row)) for row in rows],
+                       dtype=torch.long)
     known = pad >= 0
     emb = model.emb[torch.where(known, pad, model.emb.shape[0] - 1)]
-    sim = torch.zeros(pad.shape)
-    gathered = scores.gather(1, pad.clamp(min=0))
-    sim[known] = ((gathered - mean) / std)[known]
+    mean, std = model.score_moments(last)
+    sim = ((model.catalog.scores(last, pad) - mean) / std).masked_fill(~known, 0.0)  # GRU score, standardised
     sim = torch.nan_to_num(sim, nan=0.0, posinf=0.0, neginf=0.0)
-    features: dict[str, tuple[float, float, float]] = {}  # once per distinct candidate of the batch
-    rows = []
+    feature_rows = []
     for ids in cand_ids:
-        row = []
-        for item in ids:
-            f = features.get(item)
-            if f is None:
-                f = features[item] = (math.log1p(stats.recent_clicks(item, t)), stats.ctr(item),
-                                      stats.freshness(item, t))
-            row.append(f)
-        rows.append(row + [(0.0, 0.0, 0.0)] * (width - len(row)))
+        row = [stats.features(item, t) for item in ids]
+        feature_rows.append(row + [(0.0, 0.0, 0.0)] * (width - len(row)))
     scalars = torch.zeros(*pad.shape, 5)
-    scalars[..., :3] = torch.tensor(rows, dtype=torch.float32)
+    scalars[..., :3] = torch.tensor(feature_rows, dtype=torch.float32)
     scalars[..., 3] = sim
     context = torch.tensor(contexts, dtype=torch.float32)
     valid = torch.zeros(pad.shape, dtype=torch.bool)

@@ -19,8 +19,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    uvicorn.run(create_app(settings), host=args.host or settings.serving_host, port=args.port or settings.serving_port,
-                log_level=args.log_level, access_log=False)
+    host, port = args.host or settings.serving_host, args.port or settings.serving_port
+    if settings.serving_workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level, access_log=False)
+    else:  # several processes on one socket, each with its own model cache (uvicorn builds each app)
+        uvicorn.run("serving.app:create_app", factory=True, workers=settings.serving_workers, host=host, port=port,
+                    log_level=args.log_level, access_log=False)
 
 
 if __name__ == "__main__":

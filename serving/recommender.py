@@ -16,10 +16,15 @@ Degradation (the design notes' service degradation), each one flagged with a ``r
 
 The model and the statistics are refreshed by a background thread, so a request never waits for
 a model to load and a promotion is a swap of one reference (hot reload with no failed request).
+
+Requests that arrive together are ranked together (:class:`RequestBatcher`): one Redis round trip
+and one batched pass through GRU4Rec's recall and the Q-network, as the stream does with clicks.
+Under load this is what keeps Python's per-request overhead from setting the throughput.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -55,7 +60,7 @@ class ServingRecommender:
         self.sessions = SessionStore(self.fast, settings.topic_prefix, settings.session_ttl_s,
                                      settings.session_max_items)
         self.registry = ModelRegistry(self.slow, namespace=settings.topic_prefix)
-        self.models = ModelCache(self.registry, settings.seed, refresh_s=0.0)
+        self.models = ModelCache(self.registry, settings.seed, refresh_s=0.0, ann_min_items=settings.ann_min_items)
         self.params = CandidateParams(settings.candidates_gru, settings.candidates_popular,
                                       settings.candidates_fresh, settings.exclude_seen)
         self.stats = ItemStats(settings.popular_half_life_s, settings.fresh_window_s)
@@ -120,24 +125,74 @@ class ServingRecommender:
         return Served(popular_items(self.stats, t, k, fresh=self.s.candidates_fresh), POPULAR_VERSION, True, reason)
 
     def recommend(self, session_id: str, k: int) -> Served:
+        return self.recommend_many([(session_id, k)])[0]
+
+    def recommend_many(self, requests: list[tuple[str, int]]) -> list[Served]:
+        """Slates for several (session_id, k) requests: one Redis round trip and one batched ranking pass."""
         model, stats, t = self.model, self.stats, self.stats_t
         if time.monotonic() < self._redis_down_until:
-            return self._fallback(k, "redis-unavailable")
+            return [self._fallback(k, "redis-unavailable") for _, k in requests]
         try:
-            state = self.sessions.get(session_id)
+            states = self.sessions.get_many(list(dict.fromkeys(sid for sid, _ in requests)))
         except (redis.RedisError, OSError) as err:
             log.warning("Redis failed during a request (%s); fallbacks for %.1f s", err, self.s.serving_redis_retry_s)
             self._redis_down_until = time.monotonic() + self.s.serving_redis_retry_s
-            return self._fallback(k, "redis-unavailable")
+            return [self._fallback(k, "redis-unavailable") for _, k in requests]
         if model is None:
-            return self._fallback(k, "no-model")
-        if state is None or not state.items:
-            return self._fallback(k, "unknown-session")
-        try:
-            hidden = model.hidden([state])[-1]
-            ranked = rank(model, hidden, [state_context(state)], [state.items], stats, t or state.last_ts,
-                          self.params, explore=False)[0]
-        except Exception:  # noqa: BLE001 - degrade, do not fail the request
-            log.exception("ranking session %s failed; serving popular items", session_id)
-            return self._fallback(k, "ranking-failed")
-        return Served(ranked.current[:k], model.name, False)
+            return [self._fallback(k, "no-model") for _, k in requests]
+        out: list[Served | None] = [None] * len(requests)
+        known = []
+        for n, (sid, k) in enumerate(requests):
+            st = states.get(sid)
+            if st is None or not st.items:
+                out[n] = self._fallback(k, "unknown-session")
+            else:
+                known.append(n)
+        if known:
+            batch = [states[requests[n][0]] for n in known]
+            try:
+                hidden = model.hidden(batch)[-1]
+                ranked = rank(model, hidden, [state_context(st) for st in batch], [st.items for st in batch], stats,
+                              t or max(st.last_ts for st in batch), self.params, explore=False)
+            except Exception:  # noqa: BLE001 - degrade, do not fail the requests
+                log.exception("ranking %d sessions failed; serving popular items", len(batch))
+                ranked = None
+            for j, n in enumerate(known):
+                k = requests[n][1]
+                out[n] = (Served(ranked[j].current[:k], model.name, False) if ranked is not None
+                          else self._fallback(k, "ranking-failed"))
+        return out
+
+
+class RequestBatcher:
+    """Collects the requests waiting on the event loop and answers them with one ``recommend_many`` call.
+
+    While one batch is being ranked, new requests queue; the next batch takes all of them (up to
+    ``max_batch``).  A lone request goes straight through, so an idle server adds no delay.
+    """
+
+    def __init__(self, recommender: ServingRecommender, max_batch: int = 64) -> None:
+        self.recommender, self.max_batch = recommender, max_batch
+        self._queue: list[tuple[str, int, asyncio.Future]] = []
+        self._running = False
+
+    async def recommend(self, session_id: str, k: int) -> Served:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((session_id, k, future))
+        if not self._running:
+            self._running = True
+            try:
+                while self._queue:
+                    batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+                    try:
+                        results = self.recommender.recommend_many([(sid, kk) for sid, kk, _ in batch])
+                    except Exception as err:  # noqa: BLE001 - hand the error to every waiting request
+                        for *_, f in batch:
+                            f.set_exception(err)
+                    else:
+                        for (*_, f), served in zip(batch, results):
+                            f.set_result(served)
+                    await asyncio.sleep(0)  # let the requests that arrived meanwhile join the next batch
+            finally:
+                self._running = False
+        return await future

@@ -56,7 +56,7 @@ class OnlineRecommender:
     def __init__(self, settings: Settings, registry: ModelRegistry, sessions: SessionStore) -> None:
         self.s = settings
         self.registry, self.sessions = registry, sessions
-        self.models = ModelCache(registry, settings.seed, settings.model_refresh_s)
+        self.models = ModelCache(registry, settings.seed, settings.model_refresh_s, settings.ann_min_items)
         self.stats = ItemStats(settings.popular_half_life_s, settings.fresh_window_s)
         self.params = CandidateParams(settings.candidates_gru, settings.candidates_popular,
                                       settings.candidates_fresh, settings.exclude_seen)

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     candidates_gru: int = Field(40, ge=1, description="top-N items by GRU4Rec score")
     candidates_popular: int = Field(5, ge=0, description="recently popular items added to the candidates")
     candidates_fresh: int = Field(5, ge=0, description="newly seen items added to the candidates")
+    ann_min_items: int = Field(10_000, ge=0, description="catalogs this large get an HNSW index for the GRU top-N "
+                               "(faiss); smaller ones are scored exactly")
     exclude_seen: bool = Field(True, description="leave a session's own items out of its candidates")
     popular_half_life_s: float = Field(3600.0, gt=0)
     fresh_window_s: float = Field(3600.0, gt=0)
@@ -67,6 +69,7 @@ class Settings(BaseSettings):
     # --- the serving endpoint (python -m serving)
     serving_host: str = Field("127.0.0.1", description="interface the HTTP server binds")
     serving_port: int = Field(8000, ge=0, le=65535)
+    serving_workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads the model)")
     serving_max_k: int = Field(100, ge=1, description="largest k a client may ask for")
     serving_max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
     serving_max_events: int = Field(1000, ge=1, description="clicks per POST /events")

@@ -21,7 +21,7 @@ from models.sessions import SessionState, SessionStore
 from serving.admin import retrain_queue_key
 from serving.app import create_app
 from stream.online import OnlineRecommender
-from stream.records import Click
+from stream.records import Click, Recommendation
 from stream.settings import Settings
 from tests.kafka_helpers import consume
 
@@ -42,8 +42,9 @@ def _publish_without_exploration(registry: ModelRegistry, gru) -> str:
     return same
 
 
-def test_serving_returns_the_ranking_the_stream_would(services, topics, tiny_gru, shared_data):
-    settings = _settings(services, topics)
+@pytest.mark.parametrize("ann_min_items", [10_000, 0], ids=["exact-recall", "hnsw-recall"])
+def test_serving_returns_the_ranking_the_stream_would(services, topics, tiny_gru, shared_data, ann_min_items):
+    settings = _settings(services, topics, ann_min_items=ann_min_items)
     client = redis.Redis.from_url(services.redis)
     registry = ModelRegistry(client, namespace=topics)
     version = _publish_without_exploration(registry, tiny_gru)
@@ -71,6 +72,7 @@ def test_serving_returns_the_ranking_the_stream_would(services, topics, tiny_gru
         assert unknown["fallback"] is True and unknown["reason"] == "unknown-session"
         assert len(unknown["items"]) == 5 and unknown["model_version"] == "popular"
         assert http.get("/readyz").json()["model_version"] == version
+        assert http.app.state.recommender.model.catalog.kind == ("hnsw" if ann_min_items == 0 else "exact")
         text = http.get("/metrics").text
         assert 'streamrec_serving_model{version="%s"} 1.0' % version in text
         assert 'streamrec_serving_fallbacks_total{reason="unknown-session"} 1.0' in text
@@ -78,8 +80,9 @@ def test_serving_returns_the_ranking_the_stream_would(services, topics, tiny_gru
     published = consume(services.kafka, [f"{topics}recommendations"], timeout=30,
                         until=lambda r: {v["impression_id"] for _, v, *_ in r[f"{topics}recommendations"]}
                         >= set(impressions))
-    served = [v for key, v, *_ in published[f"{topics}recommendations"] if v["impression_id"] in impressions]
-    assert len(served) == len(impressions) and all(v["source"] == "serving" and v["session_id"] == "scripted"
+    served = [Recommendation.model_validate(v) for key, v, *_ in published[f"{topics}recommendations"]
+              if v["impression_id"] in impressions]  # the wire contract of `recommendations`
+    assert len(served) == len(impressions) and all(v.source == "serving" and v.session_id == "scripted"
                                                    for v in served)
 
 

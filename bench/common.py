@@ -1,0 +1,36 @@
+"""What several benchmarks share: a GRU4Rec over Diginetica's catalog with learned (not random) embeddings."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from infra.local import cache_dir
+from models.data import load_dataset
+from models.gru4rec import GRU4Rec, GRU4RecParams
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+log = logging.getLogger(__name__)
+
+
+def diginetica_model(hidden: int = 100, sessions: int = 60_000) -> GRU4Rec:
+    """One epoch of cross-entropy GRU4Rec over Diginetica's first ``sessions`` training sessions (~25 s), cached.
+
+    Speed does not depend on how good the weights are, but the HNSW index does: random weights have no
+    structure for a graph index to find, so the benchmarks use weights that learned something.  The item
+    ids of the whole training set are kept (43,097) by adding the unseen ones through a warm start with
+    zero epochs.
+    """
+    path = cache_dir() / f"bench-diginetica-h{hidden}-s{sessions}.pt"
+    if path.exists():
+        return GRU4Rec.load(path, device="cpu")
+    train, _ = load_dataset("diginetica", DATA)
+    params = GRU4RecParams(layers=[hidden], n_epochs=1, loss="cross-entropy", n_sample=2048, batch_size=64,
+                           learning_rate=0.05, seed=0)
+    gru = GRU4Rec(params, device="cpu").fit(train[train.SessionId.isin(train.SessionId.unique()[:sessions])])
+    gru.params.n_epochs = 0
+    gru.fit(train, warm_start=True)  # every catalog item gets a row
+    gru.save(path)
+    log.info("trained the benchmark model (%d items) into %s", gru.n_items, path)
+    return gru

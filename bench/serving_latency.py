@@ -1,0 +1,209 @@
+"""Serving latency at a fixed request rate, the highest sustainable rate, and the pause a promotion causes.
+
+    python -m bench.serving_latency [--rate 500] [--seconds 20] [--connections 8] [--clicks 20000]
+
+Starts a real Kafka broker and Redis (infra/local.py) and publishes a GRU4Rec over Diginetica's
+43,097 items (100 hidden units, one quick epoch: ``bench.common.diginetica_model``).  The
+stream's own code (``stream.online.OnlineRecommender``) answers ``--clicks`` Diginetica test clicks,
+which writes real session states and item statistics to Redis.  Then ``python -m serving`` runs in
+its own process and a second process loads it, always asking for sessions that exist:
+
+1. **fixed rate**: an asyncio client (plain HTTP/1.1 on asyncio streams) sends ``--rate`` requests/s on a fixed schedule (open
+   loop: latency counts from the scheduled send time, so a stall is not hidden); half way through a
+   new major version is published and promoted, and the latency around the switch is reported;
+2. **highest rate**: wrk with ``--connections`` keep-alive connections for ``--seconds``.
+
+Prints one JSON object.  Figures, not assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import redis
+import torch
+
+from bench.common import DATA, ROOT, diginetica_model
+from infra import local
+from models.__main__ import publish_first_version
+from models.data import load_dataset
+from models.gru4rec import GRU4Rec
+from models.registry import ModelRegistry
+from models.sessions import SessionStore
+from stream.online import OnlineRecommender
+from stream.records import Click
+from stream.settings import Settings
+from stream.topics import ensure_topics
+
+
+def _fill(settings: Settings, client: redis.Redis, events) -> list[str]:
+    """Run the stream's code over real clicks: session states and item statistics land in Redis."""
+    rec = OnlineRecommender(settings, ModelRegistry(client, settings.topic_prefix),
+                            SessionStore(client, settings.topic_prefix, 3600 * 24, settings.session_max_items))
+    clicks = [Click(session_id=str(s), item_id=str(i), ts=1_000_000.0 + n)
+              for n, (s, i) in enumerate(zip(events["SessionId"], events["ItemId"]))]
+    for start in range(0, len(clicks), 256):
+        rec.process(clicks[start: start + 256], [time.time()] * len(clicks[start: start + 256]))
+    rec.snapshot_stats(clicks[-1].ts, force=True)
+    return sorted({c.session_id for c in clicks})
+
+
+async def _fixed_rate(port: int, sessions: list[str], rate: float, seconds: float, on_half,
+                      connections: int = 32) -> dict:
+    """Open-loop load: request i is due at start + i/rate and its latency counts from then.
+
+    A lean keep-alive HTTP/1.1 client on asyncio streams (httpx spends more CPU per request than the
+    server does, which on 2 shared cores would measure the client).  Request i goes out on
+    connection i mod ``connections`` as soon as it is due and that connection is free.
+    """
+    n = int(rate * seconds)
+    lat = np.full(n, np.nan)
+    sent_at = np.arange(n) / rate
+    done_at = np.zeros(n)
+    errors: dict[str, int] = {}
+    fallbacks = 0
+    start = time.perf_counter() + 0.5
+
+    async def connection(c: int) -> None:
+        nonlocal fallbacks
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in range(c, n, connections):
+                await asyncio.sleep(max(start + sent_at[i] - time.perf_counter(), 0))
+                writer.write(f"GET /recommendations/{sessions[i % len(sessions)]}?k=10 HTTP/1.1\r\n"
+                             f"Host: 127.0.0.1\r\n\r\n".encode())
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head.split(b" ", 2)[1])
+                length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                body = await reader.readexactly(length)
+                now = time.perf_counter()
+                if status != 200:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+                    continue
+                fallbacks += b'"fallback": true' in body or b'"fallback":true' in body
+                lat[i] = (now - start - sent_at[i]) * 1000
+                done_at[i] = now - start
+        except (OSError, asyncio.IncompleteReadError) as err:
+            errors[type(err).__name__] = errors.get(type(err).__name__, 0) + 1
+        finally:
+            writer.close()
+
+    tasks = [asyncio.create_task(connection(c)) for c in range(connections)]
+    await asyncio.sleep(0.5 + seconds / 2)
+    promoted_at = time.perf_counter() - start
+    await asyncio.get_running_loop().run_in_executor(None, on_half)
+    await asyncio.gather(*tasks)
+    ok = lat[~np.isnan(lat)]
+    around = lat[(sent_at >= promoted_at) & (sent_at < promoted_at + 5.0)]
+    around = around[~np.isnan(around)]
+    return {"rate_target": rate, "requests": n, "ok": int(ok.size), "errors": errors, "fallbacks": int(fallbacks),
+            "achieved_rps": ok.size / max(float(done_at.max()), seconds), "p50_ms": float(np.percentile(ok, 50)),
+            "p99_ms": float(np.percentile(ok, 99)), "max_ms": float(ok.max()),
+            "promotion_at_s": round(promoted_at, 2), "after_promotion_5s_p99_ms": float(np.percentile(around, 99)),
+            "after_promotion_5s_max_ms": float(around.max())}
+
+
+def _wrk(base: str, sessions: list[str], connections: int, seconds: float, state: Path) -> dict:
+    script = state / "sessions.lua"
+    ids = ",".join(json.dumps(s) for s in sessions[:5000])
+    script.write_text("local ids = {" + ids + "}\nlocal n = 0\nrequest = function()\n  n = n + 1\n"
+                      "  return wrk.format(nil, '/recommendations/' .. ids[(n % #ids) + 1] .. '?k=10')\nend\n")
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
+                          base], capture_output=True, text=True, check=True).stdout
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"connections": connections, "seconds": seconds,
+            "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50_ms": ms("50%"), "p99_ms": ms("99%"), "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": sum(map(int, sock.groups())) if sock else 0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rate", type=float, default=500.0)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--clicks", type=int, default=20_000)
+    p.add_argument("--hidden", type=int, default=100)
+    p.add_argument("--workers", type=int, default=1, help="STREAMREC_SERVING_WORKERS")
+    args = p.parse_args(argv)
+    state = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    kafka, rds = local.start_kafka(state), local.start_redis(state)
+    server: subprocess.Popen | None = None
+    try:
+        _, test = load_dataset("diginetica", DATA)
+        gru = diginetica_model(args.hidden)
+        settings = Settings(kafka=kafka.address, redis=rds.address, topic_prefix="bench-", stats_snapshot_s=0)
+        ensure_topics(settings)
+        client = redis.Redis.from_url(rds.address)
+        registry = ModelRegistry(client, settings.topic_prefix)
+        first = publish_first_version(registry, gru)
+        sessions = _fill(settings, client, test.head(args.clicks))
+        port = local.free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
+        env.update(STREAMREC_KAFKA=kafka.address, STREAMREC_REDIS=rds.address, STREAMREC_TOPIC_PREFIX="bench-",
+                   STREAMREC_SERVING_PORT=str(port), PYTHONPATH=str(ROOT),
+                   STREAMREC_SERVING_WORKERS=str(args.workers))
+        server = subprocess.Popen([sys.executable, "-m", "serving", "--log-level", "warning"], env=env, cwd=ROOT,
+                                  stdout=open(state / "serving.log", "wb"), stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise RuntimeError(f"serving did not become ready; see {state / 'serving.log'}")
+        for s in sessions[:200]:  # warm up
+            httpx.get(f"{base}/recommendations/{s}")
+
+        second = GRU4Rec.load(io.BytesIO(registry.r.get(registry.key(first, "gru"))), device="cpu")
+        with torch.no_grad():  # a different model of the same shape: the promotion loads and indexes it anew
+            second.model.Wy.weight.mul_(1.01)
+
+        def promote() -> None:
+            version = publish_first_version(registry, second, promote=False)
+            registry.promote(version)
+
+        fixed = asyncio.run(_fixed_rate(port, sessions, args.rate, args.seconds, promote))
+        served_version = httpx.get(f"{base}/readyz").json()["model_version"]
+        highest = _wrk(base, sessions, args.connections, args.seconds, state)
+        result = {"benchmark": "serving_latency", "catalog_items": gru.n_items, "hidden": args.hidden,
+                  "sessions": len(sessions), "first_version": first, "version_after_promotion": served_version,
+                  "fixed_rate": fixed, "highest_rate": highest,
+                  "command": f"python -m bench.serving_latency --rate {args.rate:g} --seconds {args.seconds:g} "
+                             f"--connections {args.connections} --clicks {args.clicks} --workers {args.workers}"}
+        print(json.dumps(result, indent=2))
+        return 0
+    finally:
+        if server is not None:
+            local.stop_pid(server.pid)
+        local.stop_pid(rds.pid)
+        local.stop_pid(kafka.pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
