@@ -26,11 +26,13 @@ BENCHMARKS: dict[str, list[str]] = {
     "gru4rec-diginetica": ["bench.gru4rec_quality", "--config", "diginetica-bprmax"],
     "stream-throughput": ["bench.stream_throughput"],
     "serving-latency": ["bench.serving_latency"],
+    "retrain-time": ["bench.retrain_time"],
 }
 QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-params": ["--epochs", "1"],
          "gru4rec-diginetica": ["--epochs", "1"],
          "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"],
-         "serving-latency": ["--seconds", "5", "--rate", "200", "--clicks", "3000"]}
+         "serving-latency": ["--seconds", "5", "--rate", "200", "--clicks", "3000"],
+         "retrain-time": ["--epochs", "1"]}
 
 
 def machine() -> dict:

@@ -3,6 +3,7 @@
     python -m models train --dataset yoochoose-100k --out gru.pt [--loss cross-entropy --layers 100 ...]
     python -m models evaluate --model gru.pt --dataset yoochoose-100k [--mode conservative]
     python -m models publish --model gru.pt [--redis URL] [--namespace PREFIX]   first version, promoted
+    python -m models retrain [--since-minutes 60] [--epochs 1] [--margin 0.01]  major update from the Kafka log
 
 ``--data-dir`` defaults to ``../shared/data``; ``--train``/``--test`` take GRU4Rec TSV files instead.
 """
@@ -13,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -98,6 +100,34 @@ def publish(args, console: Console) -> int:
     return 0
 
 
+def retrain_cmd(args, console: Console) -> int:
+    import os
+
+    import redis
+
+    from models.registry import ModelRegistry
+    from models.retrain import RetrainConfig, retrain_from_log
+
+    url = args.redis or os.environ.get("STREAMREC_REDIS", "redis://127.0.0.1:6379/0")
+    kafka = args.kafka or os.environ.get("STREAMREC_KAFKA", "127.0.0.1:9092")
+    prefix = args.prefix if args.prefix is not None else os.environ.get("STREAMREC_TOPIC_PREFIX", "")
+    registry = ModelRegistry(redis.Redis.from_url(url), namespace=prefix)
+    since = time.time() - args.since_minutes * 60 if args.since_minutes is not None else args.since
+    config = RetrainConfig(epochs=args.epochs, learning_rate=args.learning_rate, holdout=args.holdout,
+                           margin=args.margin, seed=args.seed)
+    with Progress(TextColumn("[bold]retrain epochs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[info]}"), console=console) as bar:
+        task = bar.add_task("retrain", total=args.epochs, info="reading the log")
+
+        def report(epoch: int, stats: dict) -> None:
+            bar.update(task, advance=1, info=f"loss {stats['loss']:.4f} · {stats['events_per_s']:,.0f} events/s")
+
+        outcome = retrain_from_log(registry, kafka, prefix, since, config, trigger="manual", progress=report)
+    print(json.dumps({"version": outcome.version, "promoted": outcome.promoted, "reason": outcome.reason,
+                      "summary": outcome.summary}, indent=2, default=str))
+    return 0 if outcome.version is not None else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models", description="GRU4Rec offline training and evaluation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,11 +148,25 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("--namespace", default=None, help="key prefix (default: STREAMREC_TOPIC_PREFIX)")
     pub.add_argument("--alpha", type=float, default=0.1, help="DBGD exploration factor of the first explorer")
     pub.add_argument("--seed", type=int, default=0)
+    ret = sub.add_parser("retrain", help="major retrain from the click log in Kafka; promote if not worse")
+    ret.add_argument("--kafka", default=None, help="bootstrap servers (default: STREAMREC_KAFKA)")
+    ret.add_argument("--redis", default=None, help="Redis URL (default: STREAMREC_REDIS)")
+    ret.add_argument("--prefix", default=None, help="topic and key prefix (default: STREAMREC_TOPIC_PREFIX)")
+    window = ret.add_mutually_exclusive_group()
+    window.add_argument("--since-minutes", type=float, default=None, help="the window: the last N minutes")
+    window.add_argument("--since", type=float, default=None, help="the window: from this unix time (default: all)")
+    ret.add_argument("--epochs", type=int, default=1)
+    ret.add_argument("--learning-rate", type=float, default=None, help="default: the current version's")
+    ret.add_argument("--holdout", type=float, default=0.1, help="newest share of sessions held out")
+    ret.add_argument("--margin", type=float, default=0.01, help="allowed drop of Recall@20 / MRR@20")
+    ret.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console(stderr=True)
     if args.command == "publish":
         return publish(args, console)
+    if args.command == "retrain":
+        return retrain_cmd(args, console)
 
     train_df, test_df = _load(args)
     if args.command == "train":

@@ -15,16 +15,12 @@ import redis
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from models.retrain import requests_key
 from serving.schemas import RetrainRequested, RollbackDone, RollbackRequest
 from stream.records import ModelUpdate
 from stream.topics import MODEL_UPDATES
 
 bearer = HTTPBearer(auto_error=False, description="STREAMREC_ADMIN_TOKEN")
-
-
-def retrain_queue_key(prefix: str) -> str:
-    """The Redis list of retrain requests that the worker's retrain task takes from."""
-    return f"{prefix}retrain:requests"
 
 
 def require_admin(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -66,7 +62,7 @@ def retrain(request: Request) -> RetrainRequested:
     state = request.app.state
     request_id = uuid.uuid4().hex
     try:
-        queued = state.recommender.slow.rpush(retrain_queue_key(state.settings.topic_prefix),
+        queued = state.recommender.slow.rpush(requests_key(state.settings.topic_prefix),
                                               json.dumps({"request_id": request_id, "ts": time.time(), "by": "admin"}))
     except redis.RedisError as err:
         raise HTTPException(503, f"Redis is unreachable, the request could not be queued: {err}") from None

@@ -6,7 +6,9 @@ one slate on ``recommendations``, ranked by :class:`stream.online.OnlineRecommen
 batch fails (Redis unreachable, say), the batch is still answered, with recently popular items.
 
 ``decide_dbgd`` consumes the single-partition ``dbgd-feedback`` topic, so one worker decides for
-all (:class:`stream.leader.DbgdLeader`) and announces new versions on ``model-updates``.
+all (:class:`stream.leader.DbgdLeader`) and announces new versions on ``model-updates``.  The same
+outcomes feed the CTR drift detector (:class:`stream.drift.CtrDriftDetector`); a drop requests a
+major retrain, which the leader's ``retrain_when_due`` timer runs (:class:`stream.retrainer.Retrainer`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import redis
 
 from models.registry import ModelRegistry
 from stream.app import app, settings
+from models.interleave import CURRENT, EXPLORER
+from stream.drift import CtrDriftDetector
 from stream.leader import DbgdLeader
 from stream.online import OnlineRecommender
 from stream.records import Click, InvalidRecord, dead_letter, decode_click
+from stream.retrainer import Retrainer, request_retrain
 from models.sessions import SessionStore
 from stream.topics import CLICKS, DBGD_FEEDBACK, DEAD_LETTERS, MODEL_UPDATES, RECOMMENDATIONS
 
@@ -74,15 +79,34 @@ async def answer_clicks(stream) -> None:
             await feedback_topic.send(value=message)
 
 
+drift = CtrDriftDetector(settings.drift_delta, settings.drift_min_impressions)
+retrainer = Retrainer(settings, registry)
+
+
 @app.agent(feedback_topic)
 async def decide_dbgd(stream) -> None:
-    """The DBGD decision-maker: one partition, so one worker sees every outcome."""
+    """The DBGD decision-maker and the drift detector: one partition, so one worker sees every outcome."""
     leader = DbgdLeader(settings, registry)
     async for message in stream:
         try:
+            impressions = int(message.get("impressions", 0))
+            if drift.update(impressions, int(message.get(CURRENT, 0)) + int(message.get(EXPLORER, 0))):
+                log.warning("CTR drift: ADWIN found a drop (CTR now %.4f)%s", drift.ctr,
+                            "; requesting a major retrain" if settings.drift_retrain else "")
+                if settings.drift_retrain:
+                    request_retrain(redis_client, settings.topic_prefix, "drift", ctr=drift.ctr)
             update = leader.observe(message)
         except Exception:  # noqa: BLE001
             log.exception("DBGD decision failed")
             continue
         if update is not None:
             await model_updates_topic.send(value=update.model_dump_json().encode())
+
+
+@app.timer(interval=settings.retrain_check_s, on_leader=True)
+async def retrain_when_due() -> None:
+    """Leader only: run a requested, scheduled or click-count major retrain (in a thread)."""
+    try:
+        await retrainer.check()
+    except redis.RedisError as err:
+        log.warning("retrain check skipped, Redis unreachable: %s", err)

@@ -34,6 +34,7 @@ from models.recommend import POPULAR_VERSION, CandidateParams, LoadedModel, Mode
 from models.registry import ModelRegistry
 from models.sessions import SessionState, SessionStore
 from stream.records import Click, Recommendation, new_impression_id
+from stream.retrainer import clicks_key
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,13 @@ class OnlineRecommender:
         except redis.RedisError as err:
             log.warning("could not write the item statistics snapshot: %s", err)
 
+    def _count(self, n: int) -> None:
+        """Clicks answered by all workers together: the retrain schedule by clicks reads it."""
+        try:
+            self.registry.r.incrby(clicks_key(self.s.topic_prefix), n)
+        except redis.RedisError as err:
+            log.warning("could not count clicks: %s", err)
+
     # ------------------------------------------------------------------ the batch
 
     def process(self, clicks: list[Click], produced_at: list[float],
@@ -104,6 +112,7 @@ class OnlineRecommender:
             self.stats.click(click.item_id, click.ts, from_slate=click.impression_id is not None)
         t = max(c.ts for c in clicks)
         self.snapshot_stats(t)  # the statistics this batch is ranked with
+        self._count(len(clicks))
         if self.model is None:
             return [self.popular_slate(c, p, now) for c, p in zip(clicks, produced_at)], feedback
 

@@ -17,8 +17,8 @@ from models.__main__ import publish_first_version
 from models.data import load_dataset
 from models.itemstats import ItemStats, write_snapshot
 from models.registry import ModelRegistry
+from models.retrain import requests_key
 from models.sessions import SessionState, SessionStore
-from serving.admin import retrain_queue_key
 from serving.app import create_app
 from stream.online import OnlineRecommender
 from stream.records import Click, Recommendation
@@ -169,7 +169,7 @@ def test_admin_routes_need_the_token(services, prefix, tiny_gru):
         assert http.post("/admin/rollback", headers=auth, json={"to": "v404"}).status_code == 409
         queued = http.post("/admin/retrain", headers=auth)
         assert queued.status_code == 202 and queued.json()["queued"] == 1
-        assert json.loads(client.lindex(retrain_queue_key(prefix), 0))["request_id"] == queued.json()["request_id"]
+        assert json.loads(client.lindex(requests_key(prefix), 0))["request_id"] == queued.json()["request_id"]
     got = consume(services.kafka, [f"{prefix}model-updates"], timeout=30,
                   until=lambda r: len(r[f"{prefix}model-updates"]) >= 1)
     assert got[f"{prefix}model-updates"][0][1]["kind"] == "rollback"

@@ -1,0 +1,121 @@
+"""Major retrains from the Kafka log against real Kafka and Redis: new items, the promotion gate, the drift trigger."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import redis
+import torch
+
+from models.__main__ import publish_first_version
+from models.data import load_dataset
+from models.recommend import ModelCache
+from models.registry import ModelRegistry
+from models.retrain import RetrainConfig, retrain_from_log
+from tests.kafka_helpers import ServiceProcess, consume, produce
+
+pytestmark = pytest.mark.integration
+
+
+def _clicks(rows) -> list[tuple[bytes, bytes]]:
+    return [(str(s).encode(), json.dumps({"session_id": str(s), "item_id": str(i), "ts": float(t)}).encode())
+            for s, i, t in rows]
+
+
+def _real_sessions(shared_data, n: int, t0: float, split: str = "test") -> list[tuple]:
+    train, test = load_dataset("yoochoose-100k", shared_data)
+    data = test if split == "test" else train
+    sessions = [g for _, g in data.groupby("SessionId", sort=False) if len(g) >= 2]
+    sessions = sessions[:n] if split == "test" else sessions[-n:]
+    rows = []
+    for k, g in enumerate(sessions):
+        for j, item in enumerate(g["ItemId"]):
+            rows.append((f"{split}-{k}", item, t0 + 10 * k + j))
+    return rows
+
+
+def test_retrain_gives_new_items_embeddings_and_makes_them_recommendable(services, topics, tiny_gru, shared_data):
+    client = redis.Redis.from_url(services.redis)
+    registry = ModelRegistry(client, namespace=topics)
+    v1 = publish_first_version(registry, tiny_gru)
+    anchor = str(tiny_gru.item_ids[2000])  # a known, rarely clicked item that new items now follow
+    launched = [(f"launch-{k}", item, 1000.0 + 12 * k + 0.1 * j)
+                for k in range(200) for j, item in enumerate([anchor, "new-1", "new-2"])]
+    older = _real_sessions(shared_data, 3000, 1000.0, split="train")  # the log: recent traffic, launches among it
+    newest = _real_sessions(shared_data, 400, 50_000.0)  # held out by the retrain: the newest sessions
+    rows = older + launched + newest
+    produce(services.kafka, f"{topics}clicks", _clicks(rows))
+
+    config = RetrainConfig(epochs=2, learning_rate=0.02, holdout=400 / 3600, margin=0.01)
+    outcome = retrain_from_log(registry, services.kafka, topics, None, config)
+
+    assert outcome.promoted, outcome.reason
+    assert registry.current_version() == outcome.version != v1
+    summary = outcome.summary
+    assert summary["new_items"] == 2 and summary["parent"] == v1 and summary["clicks"] == len(rows)
+    assert set(summary["offline"]["new"]) >= {"recall@20", "mrr@20"}
+    loaded = ModelCache(registry).refresh(force=True)
+    assert {"new-1", "new-2"} <= set(loaded.item_ids)
+    emb = loaded.emb[loaded.index["new-1"]]
+    assert torch.count_nonzero(emb) == emb.numel()  # a learned row, not the zero row of unknown items
+    hidden = loaded.hidden([None])  # a session that just clicked the anchor
+    hidden, _ = loaded.version.gru.step(hidden, loaded.indices([anchor]), score=False)
+    top, _ = loaded.catalog.top(hidden[-1], 40)  # the GRU recall path of the stream and serving (top-40)
+    ranked = [loaded.item_ids[i] for i in top[0].tolist()]
+    assert "new-1" in ranked, ranked
+    update = consume(services.kafka, [f"{topics}model-updates"], timeout=30,
+                     until=lambda r: len(r[f"{topics}model-updates"]) >= 1)[f"{topics}model-updates"][0][1]
+    assert update["version"] == outcome.version and update["kind"] == "major" and update["summary"]["promoted"]
+
+
+def test_a_worse_model_is_not_promoted(services, topics, tiny_gru, shared_data):
+    client = redis.Redis.from_url(services.redis)
+    registry = ModelRegistry(client, namespace=topics)
+    v1 = publish_first_version(registry, tiny_gru)
+    rng = random.Random(3)
+    items = [str(i) for i in tiny_gru.item_ids]
+    noise = [(f"noise-{k}", rng.choice(items), 1000.0 + k + 0.1 * j) for k in range(1500) for j in range(4)]
+    produce(services.kafka, f"{topics}clicks", _clicks(noise + _real_sessions(shared_data, 300, 90_000.0)))
+
+    # shuffled clicks at a large learning rate: the warm-started model unlearns the real transitions
+    outcome = retrain_from_log(registry, services.kafka, topics, None,
+                               RetrainConfig(epochs=3, learning_rate=0.5, holdout=300 / 1800, margin=0.01))
+
+    assert not outcome.promoted and "worse than the current version" in outcome.reason
+    assert registry.current_version() == v1
+    assert outcome.version in registry.versions()  # published for inspection, not promoted
+    meta = registry.meta(outcome.version)
+    assert meta["summary"]["promoted"] is False
+    offline = meta["summary"]["offline"]
+    assert offline["new"]["recall@20"] < offline["current"]["recall@20"] - 0.01
+
+
+def test_a_ctr_drop_found_by_adwin_starts_a_retrain_in_the_worker(services, topics, stream_env, tmp_path, tiny_gru,
+                                                                   shared_data):
+    registry = ModelRegistry(redis.Redis.from_url(services.redis), namespace=topics)
+    v1 = publish_first_version(registry, tiny_gru)
+    env = dict(stream_env, STREAMREC_RETRAIN_CHECK_S="1", STREAMREC_DRIFT_MIN_IMPRESSIONS="300",
+               STREAMREC_DBGD_WINDOW="1000000000", STREAMREC_RETRAIN_MARGIN="1.0")
+    worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
+    try:
+        log_rows = _real_sessions(shared_data, 600, 1000.0, split="train") + _real_sessions(shared_data, 60, 9e4)
+        produce(services.kafka, f"{topics}clicks", _clicks(log_rows))  # the log the retrain will read back
+        def outcome(ctr: float, n: int) -> list[tuple[None, bytes]]:
+            return [(None, json.dumps({"version": v1, "impressions": 50, "current": round(50 * ctr),
+                                       "explorer": 0}).encode()) for _ in range(n)]
+        produce(services.kafka, f"{topics}dbgd-feedback", outcome(0.10, 20))  # 1,000 impressions at 10%
+        produce(services.kafka, f"{topics}dbgd-feedback", outcome(0.0, 30))   # then no clicks at all
+        got = consume(services.kafka, [f"{topics}model-updates"], timeout=180,
+                      until=lambda r: any(v.get("summary", {}).get("trigger") == "drift"
+                                          for _, v, *_ in r[f"{topics}model-updates"]))
+        assert worker.alive(), worker.log()[-3000:]
+    finally:
+        worker.stop()
+    updates = [v for _, v, *_ in got[f"{topics}model-updates"] if v.get("summary", {}).get("trigger") == "drift"]
+    assert updates, worker.log()[-3000:]
+    assert "CTR drift: ADWIN found a drop" in worker.log()
+    update = updates[0]
+    assert update["kind"] == "major" and update["parent"] == v1 and update["summary"]["clicks"] == len(log_rows)
+    assert registry.current_version() == update["version"]  # margin 1.0: any retrained model is promoted
