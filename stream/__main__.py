@@ -2,16 +2,37 @@
 
     python -m stream worker [--loglevel info]   run a Faust worker (creates the topics first)
     python -m stream topics                     create the wire topics and exit
+    python -m stream monitor [--duration S]     live terminal view of the metrics topic
+    python -m stream report [--since 10m] --out DIR   plots and a markdown summary of a run
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
+from pathlib import Path
 
 from stream.settings import get_settings
 from stream.topics import ensure_topics
+
+
+def parse_since(value: str | None) -> float | None:
+    """A unix time, or an age: ``90s``, ``30m``, ``2h``.
+
+    >>> parse_since("1700000000")
+    1700000000.0
+    >>> round(time.time() - parse_since("2m"))
+    120
+    """
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units:
+        return time.time() - float(value[:-1]) * units[value[-1]]
+    return float(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="run a Faust stream worker")
     worker.add_argument("--loglevel", default="info")
     sub.add_parser("topics", help="create the wire topics (idempotent)")
+    mon = sub.add_parser("monitor", help="live view of the online metrics")
+    mon.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    mon.add_argument("--from-beginning", action="store_true", help="replay the topic first")
+    rep = sub.add_parser("report", help="plots and a summary of a run, read back from Kafka")
+    rep.add_argument("--since", default=None, help="unix time, or an age like 30m / 2h / 90s (default: all)")
+    rep.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -27,6 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "topics":
         for name in ensure_topics(settings):
             print(name)
+        return 0
+    if args.command == "monitor":
+        from stream.monitor import run
+
+        run(settings, args.duration, args.from_beginning)
+        return 0
+    if args.command == "report":
+        from stream.report import report
+
+        summary = report(settings, parse_since(args.since), args.out)
+        print(json.dumps(summary, indent=2))
+        print(f"wrote {args.out}/summary.md and its plots", file=sys.stderr)
         return 0
 
     ensure_topics(settings)

@@ -13,7 +13,10 @@ major retrain, which the leader's ``retrain_when_due`` timer runs (:class:`strea
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import time
 
 import redis
@@ -23,11 +26,13 @@ from stream.app import app, settings
 from models.interleave import CURRENT, EXPLORER
 from stream.drift import CtrDriftDetector
 from stream.leader import DbgdLeader
+from stream.metrics import OnlineMetrics
+from stream.prometheus import WorkerPrometheus
 from stream.online import OnlineRecommender
 from stream.records import Click, InvalidRecord, dead_letter, decode_click
 from stream.retrainer import Retrainer, request_retrain
 from models.sessions import SessionStore
-from stream.topics import CLICKS, DBGD_FEEDBACK, DEAD_LETTERS, MODEL_UPDATES, RECOMMENDATIONS
+from stream.topics import CLICKS, DBGD_FEEDBACK, DEAD_LETTERS, METRICS, MODEL_UPDATES, RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +50,17 @@ recommender = OnlineRecommender(
 )
 
 
+metrics = OnlineMetrics(k=settings.slate_size)
+prometheus = WorkerPrometheus()
+metrics_topic = app.topic(settings.topic(METRICS), partitions=settings.metrics_partitions, **raw)
+WORKER_ID = f"{socket.gethostname()}-{os.getpid()}"
+
+
 async def send_dead_letter(event, reason: str) -> None:
     msg = event.message
     letter = dead_letter(msg.topic, msg.partition, msg.offset, reason, event.value, settings.dead_letter_raw_bytes)
     log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+    prometheus.dead_letters.inc()
     await dead_letters_topic.send(value=letter.model_dump_json().encode())
 
 
@@ -75,8 +87,46 @@ async def answer_clicks(stream) -> None:
             slates, feedback = [recommender.popular_slate(c, p, now) for c, p in zip(clicks, produced)], None
         for click, slate in zip(clicks, slates):
             await recommendations_topic.send(key=click.session_id.encode(), value=slate.model_dump_json().encode())
+        _observe(clicks, produced, slates)
         for message in feedback.as_messages() if feedback else []:
             await feedback_topic.send(value=message)
+
+
+def _observe(clicks: list[Click], produced: list[float], slates: list) -> None:
+    """Clicks are judged against each session's previous slate, then this batch's slates are recorded."""
+    for click, at in zip(clicks, produced):
+        metrics.observe_click(click.session_id, click.item_id, click.impression_id, click.position, at)
+    prometheus.clicks.inc(len(clicks))
+    for slate in slates:
+        metrics.observe_slate(slate.session_id, slate.impression_id, slate.items, slate.teams, slate.model_version,
+                              slate.latency_ms)
+        prometheus.slates.labels(slate.model_version).inc()
+        prometheus.latency.observe(slate.latency_ms / 1000)
+
+
+@app.timer(interval=settings.metrics_window_s)
+async def publish_metrics() -> None:
+    """Every worker, every ``metrics_window_s``: one window of its online metrics on ``metrics``."""
+    model = recommender.model
+    metrics.catalog_size = model.catalog.n if model is not None else None
+    report = metrics.window(window_s=settings.metrics_window_s)
+    report.update(source="stream", kind="window", worker=WORKER_ID, ts=time.time(),
+                  model_version=model.name if model is not None else None,
+                  model_kind=model.version.meta.get("kind") if model is not None else None,
+                  model_age_s=time.time() - model.version.meta["created"] if model is not None else None)
+    try:
+        raw_state = redis_client.mget(f"{settings.topic_prefix}dbgd", f"{settings.topic_prefix}drift")
+        report["dbgd"], report["drift"] = (json.loads(x) if x else {} for x in raw_state)
+    except redis.RedisError as err:
+        log.warning("metrics without DBGD/drift state, Redis unreachable: %s", err)
+    prometheus.window(report)
+    await metrics_topic.send(value=json.dumps(report).encode())
+
+
+@app.task
+async def serve_prometheus() -> None:
+    if settings.metrics_port:
+        prometheus.serve(settings.metrics_port, settings.metrics_host)
 
 
 drift = CtrDriftDetector(settings.drift_delta, settings.drift_min_impressions)
@@ -96,6 +146,8 @@ async def decide_dbgd(stream) -> None:
                 if settings.drift_retrain:
                     request_retrain(redis_client, settings.topic_prefix, "drift", ctr=drift.ctr)
             update = leader.observe(message)
+            redis_client.mset({f"{settings.topic_prefix}dbgd": json.dumps(leader.state()),
+                               f"{settings.topic_prefix}drift": json.dumps(drift.state())})
         except Exception:  # noqa: BLE001
             log.exception("DBGD decision failed")
             continue

@@ -63,3 +63,12 @@ class DbgdLeader:
                  current, outcome.explorer_clicks, outcome.current_clicks, outcome.impressions,
                  "accepted, W moved" if outcome.accepted else "kept W", new)
         return ModelUpdate(version=new, kind="minor", parent=current, summary=summary)
+
+    def state(self) -> dict:
+        """The current DBGD round, for the metrics: impressions so far, clicks per team, rounds, accepted updates."""
+        d = self.dbgd
+        if d is None:
+            return {}
+        return {"version": self.version, "round_impressions": d.impressions, "window": d.window,
+                "current_clicks": d.clicks[CURRENT], "explorer_clicks": d.clicks[EXPLORER], "rounds": d.rounds,
+                "accepted_updates": d.accepted_updates}

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     torch_threads: int = Field(2, ge=1, description="torch threads per worker (2 measured faster than 1 on 2 cores)")
     model_refresh_s: float = Field(0.5, gt=0, description="how often workers check model:current in Redis")
 
+    # --- online metrics
+    metrics_window_s: float = Field(5.0, gt=0, description="each worker publishes a window of metrics this often")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus endpoint of a worker (0: off)")
+    metrics_host: str = Field("127.0.0.1", description="interface of the worker's Prometheus endpoint")
+
     # --- session state (Redis; keys are prefixed with topic_prefix too)
     session_ttl_s: int = Field(1800, ge=1, description="a session's state expires after this much inactivity")
     session_max_items: int = Field(20, ge=1, description="recent items kept per session (state rebuilds)")
