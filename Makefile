@@ -4,7 +4,7 @@ PY := .venv/bin/python
 STATE := .run
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup up down status demo test test-unit bench clean
+.PHONY: setup up down status demo loop test test-unit bench clean
 
 setup:
 	@bash infra/setup.sh
@@ -26,6 +26,10 @@ status:
 ## demo: infrastructure up, a stream worker, clicks in, slates printed, everything stopped again
 demo: setup
 	@$(PY) -m infra.demo
+
+## loop: the whole system end to end: first model, worker, serving, simulator with a drift, monitor, report
+loop: setup
+	@$(PY) -m infra.loop $(LOOP_ARGS)
 
 ## test: the whole suite (unit, integration against real Kafka + Redis, e2e)
 test: setup

@@ -16,6 +16,8 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v kcat >/dev/null || missing+=(kcat)
 command -v wrk >/dev/null || missing+=(wrk)                       # bench/serving_latency: the load generator
+command -v chromium >/dev/null || missing+=(chromium)             # the dashboard test drives a real browser
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${missing[*]} with apt-get"

@@ -224,12 +224,13 @@ def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], se
     mean, std = model.score_moments(last)
     sim = ((model.catalog.scores(last, pad) - mean) / std).masked_fill(~known, 0.0)  # GRU score, standardised
     sim = torch.nan_to_num(sim, nan=0.0, posinf=0.0, neginf=0.0)
-    feature_rows = []
-    for ids in cand_ids:
-        row = [stats.features(item, t) for item in ids]
-        feature_rows.append(row + [(0.0, 0.0, 0.0)] * (width - len(row)))
+    distinct = {item for ids in cand_ids for item in ids}
+    feats = {item: stats.features(item, t) for item in distinct}  # once per distinct candidate of the batch
+    table = np.zeros((len(cand_ids), width, 3), dtype=np.float32)
+    for b, ids in enumerate(cand_ids):
+        table[b, : len(ids)] = [feats[item] for item in ids]
     scalars = torch.zeros(*pad.shape, 5)
-    scalars[..., :3] = torch.tensor(feature_rows, dtype=torch.float32)
+    scalars[..., :3] = torch.from_numpy(table)
     scalars[..., 3] = sim
     context = torch.tensor(contexts, dtype=torch.float32)
     valid = torch.zeros(pad.shape, dtype=torch.bool)
@@ -238,17 +239,20 @@ def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], se
     with torch.no_grad():
         q_cur = model.current(last, context, emb, scalars).masked_fill(~valid, -math.inf)
         q_exp = model.explorer(last, context, emb, scalars).masked_fill(~valid, -math.inf) if explore else None
+    cur = _sorted(cand_ids, q_cur)
+    exp = _sorted(cand_ids, q_exp) if q_exp is not None else [None] * len(cand_ids)
+    return [Ranked(c, e) for c, e in zip(cur, exp)]
+
+
+def _sorted(cand_ids: list[list[str]], q: torch.Tensor) -> list[list[tuple[str, float]]]:
+    """Each row's candidates by descending Q (padding, at -inf, sorts last and is cut off): one argsort per batch."""
+    order = torch.argsort(q, dim=1, descending=True, stable=True)
+    values = q.gather(1, order).tolist()
     out = []
-    for b, ids in enumerate(cand_ids):
-        out.append(Ranked(_sorted(ids, q_cur[b]), _sorted(ids, q_exp[b]) if q_exp is not None else None))
+    for ids, idx, qs in zip(cand_ids, order.tolist(), values):
+        n = len(ids)
+        out.append([(ids[j], v) for j, v in zip(idx[:n], qs[:n])])
     return out
-
-
-def _sorted(ids: list[str], q: torch.Tensor) -> list[tuple[str, float]]:
-    values = q[: len(ids)]
-    order = torch.argsort(values, descending=True, stable=True).tolist()
-    qs = values.tolist()
-    return [(ids[j], qs[j]) for j in order]
 
 
 def popular_items(stats: ItemStats, t: float, k: int, fresh: int = 0) -> list[tuple[str, float]]:

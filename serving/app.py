@@ -1,4 +1,4 @@
-"""The FastAPI app: recommendations, click ingest, health, Prometheus metrics, admin.
+"""The FastAPI app: recommendations, click ingest, health, Prometheus metrics, admin, the live dashboard.
 
 ``create_app(settings)`` builds an independent app (its own Redis clients, Kafka producer and
 metrics), so tests can run several.  Startup loads the current model and starts the background
@@ -16,7 +16,8 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving import admin
+from serving import admin, dashboard
+from serving.dashboard import MetricsFeed
 from serving.metrics import ServingMetrics
 from serving.publisher import Publisher
 from serving.recommender import RequestBatcher, ServingRecommender
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.publisher.start()
         app.state.recommender.start()
+        app.state.feed.start()
         yield
+        app.state.feed.stop()
         app.state.recommender.stop()
         left = app.state.publisher.close()
         if left:
@@ -82,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.publisher = Publisher(settings.kafka, metrics, settings.serving_publish_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics, max_body=settings.serving_max_body_bytes)
     app.include_router(admin.router)
+    app.state.feed = MetricsFeed(settings, settings.dashboard_history_s)
+    app.include_router(dashboard.router(app.state.feed))
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     _world_args(cal)
     cal.add_argument("--requests", type=int, default=50_000)
     cal.add_argument("--slate-size", type=int, default=3)
+    org = sub.add_parser("log", help="an offline log of organic sessions (GRU4Rec TSV), to train a first model")
+    _world_args(org)
+    org.add_argument("--sessions", type=int, default=20_000)
+    org.add_argument("--out", type=Path, required=True)
     demo = sub.add_parser("demo", help="send a few clicks and print the slates that come back")
     demo.add_argument("--clicks", type=int, default=20)
     demo.add_argument("--rate", type=float, default=20.0, help="clicks per second")
@@ -97,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
         return 0 if summary["failed"] == 0 else 1
     world, clicks, population = _build(args)
+    if args.command == "log":
+        from simulator.organic import organic_log
+
+        log_df = organic_log(population, args.sessions)
+        log_df.to_csv(args.out, sep="\t", index=False)
+        print(json.dumps({"sessions": args.sessions, "clicks": len(log_df), "items": int(log_df.ItemId.nunique()),
+                          "out": str(args.out)}))
+        return 0
     if args.command == "calibrate":
         from simulator.population import calibrate
 

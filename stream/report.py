@@ -4,7 +4,8 @@ Reads ``metrics`` (the workers' windows and, when the simulator ran, its ground 
 ``model-updates`` from ``--since``, and writes:
 
 - ``ctr.png``: CTR per window across workers, the simulator's observed / expected / oracle CTR, and a
-  marker at every model version change (minor DBGD steps thin, major retrains and rollbacks bold);
+  marker at every model version change (minor DBGD steps thin grey, major retrains and rollbacks red,
+  dotted when the retrain was not promoted);
 - ``latency.png``: click->slate latency p50 and p99 per window;
 - ``throughput.png``: clicks/s per window, all workers together;
 - ``learning.png``: HitRate@K and MRR@K against the previous slate, and cumulative clicks per
@@ -28,6 +29,11 @@ from stream.settings import Settings  # noqa: E402
 from stream.topics import METRICS, MODEL_UPDATES  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+
+def _natural(version: str) -> tuple:
+    """v2 before v10."""
+    return (0, int(version[1:])) if version[1:].isdigit() else (1, version)
 
 
 def _windows(records: list[dict]) -> list[dict]:
@@ -63,7 +69,8 @@ def _windows(records: list[dict]) -> list[dict]:
                        "latency_p50_ms": mean("latency_p50_ms"), "latency_p99_ms": worst("latency_p99_ms"),
                        "hit_rate": mean("hit_rate"), "mrr": mean("mrr"), "teams": dict(teams),
                        "accepted": max((r.get("dbgd") or {}).get("accepted_updates", 0) for r in rs),
-                       "versions": sorted({r.get("model_version") for r in rs if r.get("model_version")})})
+                       "versions": sorted({r.get("model_version") for r in rs if r.get("model_version")},
+                                          key=_natural)})
     return merged
 
 
@@ -81,8 +88,9 @@ def write_report(metrics: list[dict], updates: list[dict], out: Path) -> dict:
         for u in updates:
             if u.get("ts") and t0 <= u["ts"] <= windows[-1]["ts"] + 1:
                 bold = u.get("kind") in ("major", "rollback")
+                rejected = (u.get("summary") or {}).get("promoted") is False  # a retrain the gate turned down
                 ax.axvline(u["ts"] - t0, color="tab:red" if bold else "tab:gray", lw=1.5 if bold else 0.5,
-                           alpha=0.8 if bold else 0.4)
+                           alpha=0.8 if bold else 0.4, ls=":" if rejected else "-")
 
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(x, [w["ctr"] for w in windows], label="stream: clicks on slates / slates", lw=1.5)
@@ -92,7 +100,7 @@ def write_report(metrics: list[dict], updates: list[dict], out: Path) -> dict:
         ax.plot(tx, [r.get("expected_ctr") for r in truth], label="simulator: expected CTR", lw=1)
         ax.plot(tx, [r.get("oracle_ctr") for r in truth], label="simulator: oracle CTR", lw=1, ls=":")
     markers(ax)
-    ax.set(xlabel="seconds", ylabel="CTR", title="CTR per window (grey: DBGD minor versions, red: major/rollback)")
+    ax.set(xlabel="seconds", ylabel="CTR", title="CTR per window (grey: DBGD minor versions; red: major retrain/rollback, dotted: not promoted)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "ctr.png", dpi=110)
@@ -143,8 +151,12 @@ def write_report(metrics: list[dict], updates: list[dict], out: Path) -> dict:
                "ctr_first_half": ctr(first), "ctr_second_half": ctr(second),
                "peak_clicks_per_s": max(w["clicks_per_s"] for w in windows),
                "worst_window_p99_ms": max(p99) if p99 else None,
-               "model_versions": sorted({v for w in windows for v in w["versions"]}),
+               "model_versions_seen": len({v for w in windows for v in w["versions"]}),
+               "first_version": windows[0]["versions"][0] if windows[0]["versions"] else None,
+               "last_version": windows[-1]["versions"][-1] if windows[-1]["versions"] else None,
                "model_updates": {k: sum(1 for u in updates if u.get("kind") == k) for k in ("minor", "major", "rollback")},
+               "major_promoted": sum(1 for u in updates if u.get("kind") == "major"
+                                     and (u.get("summary") or {}).get("promoted") is not False),
                "accepted_dbgd_updates": max(w["accepted"] for w in windows)}
     if truth:
         n = sum(r.get("slates", 0) for r in truth) or 1

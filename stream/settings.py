@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     serving_redis_timeout_s: float = Field(0.25, gt=0, description="Redis socket timeout for a request")
     serving_redis_retry_s: float = Field(1.0, ge=0, description="after a Redis failure, serve fallbacks this long")
     serving_publish_timeout_s: float = Field(600.0, gt=0, description="how long a slate may wait for Kafka")
+    dashboard_history_s: float = Field(900.0, ge=0, description="how much past the dashboard shows when opened")
     admin_token: SecretStr | None = Field(None, description="bearer token of the admin routes; unset disables them")
 
     def topic(self, name: str) -> str:

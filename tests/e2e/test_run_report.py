@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
+import httpx
 import pytest
 from rich.console import Console
 
+from infra.local import free_port
 from simulator.clickmodel import ClickModel
 from simulator.loop import ClosedLoop
 from simulator.population import Population
@@ -23,7 +26,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_monitor_and_report_from_a_short_real_run(services, topics, stream_env, tmp_path):
-    env = dict(stream_env, STREAMREC_METRICS_WINDOW_S="1")
+    port = free_port()
+    env = dict(stream_env, STREAMREC_METRICS_WINDOW_S="1", STREAMREC_METRICS_PORT=str(port))
     worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
     try:
         settings = Settings(kafka=services.kafka, topic_prefix=topics)
@@ -36,6 +40,7 @@ def test_monitor_and_report_from_a_short_real_run(services, topics, stream_env, 
         state = monitor(settings, duration_s=4.0, from_beginning=True,
                         console=Console(file=out, record=True, width=220, force_terminal=False))
         assert worker.alive(), worker.log()[-2000:]
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text  # what Prometheus scrapes in compose
     finally:
         worker.stop()
     assert state.workers and state.simulator is not None, state.messages
@@ -44,6 +49,8 @@ def test_monitor_and_report_from_a_short_real_run(services, topics, stream_env, 
     text = out.getvalue()
     assert "stream workers (last window)" in text and next(iter(state.workers)) in text
     assert "simulator: observed CTR" in text
+    answered = float(re.search(r"^streamrec_stream_clicks_total (\S+)$", scraped, re.M).group(1))
+    assert answered >= summary["slates"] and "streamrec_stream_click_to_slate_seconds_bucket" in scraped
 
     report_dir = tmp_path / "report"
     done = subprocess.run([sys.executable, "-m", "stream", "report", "--since", "10m", "--out", str(report_dir)],

@@ -27,3 +27,31 @@ def test_compose_file_is_valid_and_runs_each_component_as_a_module():
     for component in ("worker", "serving", "simulator"):
         command = services[component]["command"]
         assert command[:3] == ["python", "-m", component if component != "worker" else "stream"]
+
+
+def test_prometheus_scrapes_the_services_and_grafana_plots_metrics_that_exist():
+    import re
+
+    import yaml
+
+    from serving.metrics import ServingMetrics
+    from stream.prometheus import WorkerPrometheus
+
+    out = subprocess.run([*_compose(), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    services = json.loads(out)["services"]
+    assert {"prometheus", "grafana"} <= set(services)
+    port = services["worker"]["environment"]["STREAMREC_METRICS_PORT"]
+    config = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert targets == {f"worker:{port}", "serving:8000"}
+
+    exposed = set()
+    for registry in (WorkerPrometheus().registry, ServingMetrics().registry):
+        for family in registry.collect():  # names as Prometheus sees them, labelled or not
+            suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
+            exposed |= {family.name + suffix for suffix in suffixes}
+    dashboard = json.loads((ROOT / "infra/grafana/dashboards/streamrec.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"streamrec_[a-z_]+", target["expr"])}
+    assert used and used <= exposed, used - exposed

@@ -72,7 +72,8 @@ def test_report_writes_plots_and_a_summary(tmp_path):
                     "regret": 0.22, "slates": 50, "slate_clicks": 5})
     summary = write_report(metrics, [{"kind": "major", "ts": 1005.5, "version": "v2"}], tmp_path)
     assert summary["impressions"] == 100 and summary["slate_clicks"] == sum(n % 3 for n in range(10))
-    assert summary["model_versions"] == ["v1", "v2"] and summary["model_updates"]["major"] == 1
+    assert summary["model_versions_seen"] == 2 and summary["last_version"] == "v2"
+    assert summary["model_updates"]["major"] == 1
     assert summary["simulator"]["observed_ctr"] == 0.1
     for name in ("ctr.png", "latency.png", "throughput.png", "learning.png", "summary.md"):
         assert (tmp_path / name).stat().st_size > 0
