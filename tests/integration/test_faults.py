@@ -1,0 +1,229 @@
+"""Faults with real processes on loopback, bounded in time: a killed worker, a restarted broker, bad input.
+
+Every click must be answered at least once (duplicates are counted and reported, not hidden); every
+malformed record ends in ``dead-letters`` with its reason; the worker keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections import Counter
+
+import pytest
+import redis
+from confluent_kafka import Producer
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from infra import local
+from models.__main__ import publish_first_version
+from models.registry import ModelRegistry
+from models.sessions import SessionStore
+from stream.settings import Settings
+from stream.topics import ensure_topics
+from tests.kafka_helpers import ServiceProcess, consume, produce
+
+pytestmark = pytest.mark.integration
+
+
+def _click(session: str, item: str, ts: float) -> bytes:
+    return json.dumps({"session_id": session, "item_id": item, "ts": ts}).encode()
+
+
+def _answered(got: list, clicks_per_session: Counter) -> tuple[int, int]:
+    """(sessions with fewer slates than clicks, duplicate slates)."""
+    slates = Counter(key.decode() for key, *_ in got)
+    short = sum(1 for s, n in clicks_per_session.items() if slates[s] < n)
+    return short, sum(slates[s] for s in clicks_per_session) - sum(clicks_per_session.values())
+
+
+def test_kill_9_under_load_every_click_answered_and_states_consistent(services, topics, stream_env, tmp_path,
+                                                                      tiny_gru, record_property):
+    client = redis.Redis.from_url(services.redis)
+    publish_first_version(ModelRegistry(client, namespace=topics), tiny_gru)
+    items = [str(i) for i in tiny_gru.item_ids[:500]]
+    rng = random.Random(4)
+    sessions = {f"k{n}": [rng.choice(items) for _ in range(rng.randint(2, 5))] for n in range(400)}
+    records = [(s.encode(), _click(s, item, 1000.0 + j)) for j in range(5) for s, its in sessions.items()
+               if j < len(its) for item in [its[j]]]  # interleaved across sessions, each session in order
+    env = dict(stream_env, STREAMREC_BATCH_SIZE="64")
+    worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
+    sender = threading.Thread(target=lambda: [produce(services.kafka, f"{topics}clicks", records[i: i + 100]) or
+                                              time.sleep(0.1) for i in range(0, len(records), 100)])
+    try:
+        sender.start()
+        consume(services.kafka, [f"{topics}recommendations"], timeout=60,
+                until=lambda r: len(r[f"{topics}recommendations"]) >= len(records) // 3)
+        worker.kill9()  # mid-stream, with clicks still arriving
+        worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker2.log").start()
+        sender.join(timeout=60)
+        per_session = Counter(key.decode() for key, _ in records)
+        got = consume(services.kafka, [f"{topics}recommendations"], timeout=180, settle=2.0,
+                      until=lambda r: _answered(r[f"{topics}recommendations"], per_session)[0] == 0)
+        assert worker.alive(), worker.log()[-2000:]
+    finally:
+        worker.stop()
+    short, duplicates = _answered(got[f"{topics}recommendations"], per_session)
+    assert short == 0, f"{short} sessions have clicks without a slate"
+    record_property("duplicate_slates", duplicates)
+    print(f"\n[kill -9] {len(records)} clicks, {duplicates} duplicate slates "
+          f"({100 * duplicates / len(records):.1f}% redelivered after the crash)")
+    states = SessionStore(client, topics).get_many(list(sessions))
+    for s, its in sessions.items():  # redelivered clicks did not step a session twice
+        assert states[s] is not None and states[s].items == its and states[s].clicks == len(its), s
+
+
+def test_restarting_the_broker_mid_run_loses_no_click(tmp_path, tiny_gru):
+    state = tmp_path / "own"
+    kafka, rds = local.start_kafka(state), local.start_redis(state)
+    port = int(kafka.address.rsplit(":", 1)[1])
+    worker = None
+    try:
+        prefix = "restart-"
+        settings = Settings(kafka=kafka.address, redis=rds.address, topic_prefix=prefix)
+        ensure_topics(settings)
+        publish_first_version(ModelRegistry(redis.Redis.from_url(rds.address), namespace=prefix), tiny_gru)
+        env = {"STREAMREC_KAFKA": kafka.address, "STREAMREC_REDIS": rds.address, "STREAMREC_TOPIC_PREFIX": prefix,
+               "STREAMREC_APP_ID": "restart-app", "STREAMREC_DATA_DIR": str(tmp_path / "faust"),
+               "STREAMREC_WORKER_WEB_PORT": "0", "PYTHONPATH": str(local.HERE.parent), "PYTHONUNBUFFERED": "1"}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}, **env}
+        worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
+        items = [str(i) for i in tiny_gru.item_ids[:300]]
+        producer = Producer({"bootstrap.servers": kafka.address, "enable.idempotence": True,
+                             "message.timeout.ms": 120_000, "linger.ms": 5})
+        failed: list[str] = []
+        sent = Counter()
+
+        def report(err, msg) -> None:
+            if err is not None:
+                failed.append(str(err))
+
+        def send(n0: int, n1: int) -> None:
+            for n in range(n0, n1):
+                s = f"r{n}"
+                producer.produce(f"{prefix}clicks", key=s.encode(), value=_click(s, items[n % 300], 1000.0 + n),
+                                 on_delivery=report)
+                sent[s] += 1
+                producer.poll(0)
+                time.sleep(0.002)
+
+        send(0, 500)
+        consume(kafka.address, [f"{prefix}recommendations"], timeout=120,  # the worker is up and answering
+                until=lambda r: len(r[f"{prefix}recommendations"]) >= 250)
+        local.stop_pid(kafka.pid)  # a clean broker stop; clicks keep coming into the producer's queue
+        send(500, 800)
+        time.sleep(3)
+        kafka = local.start_kafka(state, port=port)
+        send(800, 1100)
+        assert producer.flush(120) == 0 and not failed, failed[:3]
+        got = consume(kafka.address, [f"{prefix}recommendations"], timeout=240, settle=2.0,
+                      until=lambda r: _answered(r[f"{prefix}recommendations"], sent)[0] == 0)
+        short, duplicates = _answered(got[f"{prefix}recommendations"], sent)
+        print(f"\n[broker restart] {sum(sent.values())} clicks, worker alive: {worker.alive()}, "
+              f"{duplicates} duplicate slates")
+        assert short == 0, f"{short} clicks without a slate after the broker restart; worker log: " \
+                           f"{worker.log()[-2000:]}"
+        assert worker.alive(), worker.log()[-2000:]
+    finally:
+        if worker is not None:
+            worker.stop()
+        local.stop_pid(rds.pid)
+        local.stop_pid(kafka.pid)
+
+
+def test_workers_answer_through_a_redis_restart_and_recover(services, topics, stream_env, tmp_path, tiny_gru):
+    own = local.start_redis(tmp_path / "redis")
+    port = int(own.address.rsplit(":", 1)[1].split("/")[0])
+    env = dict(stream_env, STREAMREC_REDIS=own.address)
+    worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
+    items = [str(i) for i in tiny_gru.item_ids[:100]]
+
+    def round_trip(tag: str, n: int = 30) -> list[dict]:
+        records = [(f"{tag}{k}".encode(), _click(f"{tag}{k}", items[k], 1000.0 + k)) for k in range(n)]
+        produce(services.kafka, f"{topics}clicks", records)
+        got = consume(services.kafka, [f"{topics}recommendations"], timeout=120,
+                      until=lambda r: len({k for k, *_ in r[f"{topics}recommendations"]
+                                           if k.decode().startswith(tag)}) >= n)
+        return [v for k, v, *_ in got[f"{topics}recommendations"] if k.decode().startswith(tag)]
+
+    try:
+        publish_first_version(ModelRegistry(redis.Redis.from_url(own.address), namespace=topics), tiny_gru)
+        assert {s["model_version"] for s in round_trip("before-")} == {"v1"}
+        local.stop_pid(own.pid)
+        during = round_trip("during-")  # Redis down: every click still answered, with popular items
+        assert len(during) >= 30 and {s["model_version"] for s in during} == {"popular"}
+        own = local.start_redis(tmp_path / "redis2", port=port)  # back, empty (no persistence)
+        publish_first_version(ModelRegistry(redis.Redis.from_url(own.address), namespace=topics), tiny_gru)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the worker reconnects and follows model:current again
+            if {s["model_version"] for s in round_trip(f"after{int(time.monotonic())}-", 5)} == {"v1"}:
+                break
+        else:
+            pytest.fail("the worker did not come back to the model after Redis returned")
+        assert worker.alive(), worker.log()[-2000:]
+    finally:
+        worker.stop()
+        local.stop_pid(own.pid)
+
+
+_text = st.text(min_size=1, max_size=20)
+MALFORMED = st.one_of(
+    st.binary(max_size=200).map(lambda b: b"\xff" + b),                               # not UTF-8, not JSON
+    st.sampled_from([b"null", b"[]", b"42", b'"click"', b"{}", b"{", b'{"session_id": "s"}']),
+    st.fixed_dictionaries({"session_id": st.integers(), "item_id": _text, "ts": st.floats(0, 1e9)}),
+    st.fixed_dictionaries({"session_id": _text, "item_id": st.lists(st.integers(), max_size=3),
+                           "ts": st.floats(0, 1e9)}),
+    st.fixed_dictionaries({"session_id": _text, "item_id": _text, "ts": st.text(max_size=5)}),
+    st.fixed_dictionaries({"session_id": _text, "item_id": _text, "ts": st.floats(max_value=-0.001)}),
+    st.fixed_dictionaries({"session_id": _text, "item_id": _text, "ts": st.floats(0, 1e9),
+                           "position": st.integers(max_value=-1)}),
+    st.integers(20_000, 60_000).map(lambda n: {"session_id": "huge", "item_id": "x" * n, "ts": 1.0}),
+).map(lambda v: v if isinstance(v, bytes) else json.dumps(v).encode())
+VALID = st.fixed_dictionaries({  # unknown item ids and timestamps out of order are valid input
+    "item_id": st.text(alphabet="abcdefghij0123456789-", min_size=1, max_size=12),
+    "ts": st.floats(0, 2e9, allow_nan=False, allow_infinity=False)})
+
+
+def test_malformed_input_goes_to_dead_letters_and_no_valid_click_is_lost(services, topics, stream_env, tmp_path):
+    """hypothesis draws batches of bad records mixed with valid ones (unknown ids, out-of-order times); one worker
+    takes them all: each bad record's (partition, offset) must come back as a dead letter with a reason, each
+    valid click as a slate, and the worker must still be running."""
+    worker = ServiceProcess(["stream", "worker"], stream_env, tmp_path / "worker.log").start()
+    rounds: list[tuple[int, int]] = []
+    try:
+        @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(bad=st.lists(MALFORMED, min_size=20, max_size=40), good=st.lists(VALID, min_size=10, max_size=30),
+               seed=st.integers(0, 2**16))
+        def one_round(bad: list[bytes], good: list[dict], seed: int) -> None:
+            run = f"h{len(rounds)}-{seed}"
+            valid = [(f"{run}-{n}".encode(), json.dumps({"session_id": f"{run}-{n}", **g}).encode())
+                     for n, g in enumerate(good)]
+            records = [(f"{run}-bad".encode(), b) for b in bad] + valid
+            random.Random(seed).shuffle(records)
+            placed = produce(services.kafka, f"{topics}clicks", records)
+            bad_at = {where for where, (_, value) in zip(placed, records) if value in set(bad)}
+            valid_sessions = {k.decode() for k, _ in valid}
+
+            def done(r: dict) -> bool:
+                letters = {(v["partition"], v["offset"]) for _, v, *_ in r[f"{topics}dead-letters"]}
+                slates = {k.decode() for k, *_ in r[f"{topics}recommendations"]}
+                return bad_at <= letters and valid_sessions <= slates
+
+            got = consume(services.kafka, [f"{topics}recommendations", f"{topics}dead-letters"], timeout=90,
+                          until=done)
+            letters = {(v["partition"], v["offset"]): v for _, v, *_ in got[f"{topics}dead-letters"]}
+            assert bad_at <= set(letters), f"{len(bad_at - set(letters))} bad records without a dead letter"
+            assert all(letters[w]["error"] and letters[w]["topic"] == f"{topics}clicks" for w in bad_at)
+            valid_at = {where for where, (key, _) in zip(placed, records) if key.decode() in valid_sessions}
+            assert not valid_at & set(letters), "a valid click was dead-lettered"
+            assert valid_sessions <= {k.decode() for k, *_ in got[f"{topics}recommendations"]}
+            assert worker.alive(), worker.log()[-2000:]
+            rounds.append((len(bad), len(good)))
+
+        one_round()
+    finally:
+        worker.stop()
+    assert len(rounds) >= 2, rounds
