@@ -78,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             # simulated time runs fast: popularity and freshness on the scale of the run
             "STREAMREC_POPULAR_HALF_LIFE_S": "60", "STREAMREC_FRESH_WINDOW_S": "300",
             "STREAMREC_METRICS_WINDOW_S": "5", "STREAMREC_DBGD_WINDOW": "500", "STREAMREC_DBGD_WINDOW_S": "60",
-            "STREAMREC_DRIFT_MIN_IMPRESSIONS": "2000", "STREAMREC_RETRAIN_WINDOW_S": str(max(args.duration / 3, 60)),
-            "STREAMREC_RETRAIN_EPOCHS": "2", "STREAMREC_RETRAIN_MARGIN": "0.02",
+            # a retrain reads the whole run back and fine-tunes gently: a short window at the first model's
+            # learning rate made a worse model, which the promotion gate rejected (see the README)
+            "STREAMREC_DRIFT_MIN_IMPRESSIONS": "2000", "STREAMREC_RETRAIN_WINDOW_S": str(args.duration + 60),
+            "STREAMREC_RETRAIN_EPOCHS": "2", "STREAMREC_RETRAIN_LEARNING_RATE": "0.02",
+            "STREAMREC_RETRAIN_MARGIN": "0.02",
         }.items() if k not in os.environ})
         log.info("Kafka %s, Redis %s, prefix %s", env["STREAMREC_KAFKA"], env["STREAMREC_REDIS"],
                  env["STREAMREC_TOPIC_PREFIX"])

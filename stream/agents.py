@@ -46,7 +46,8 @@ feedback_topic = app.topic(settings.topic(DBGD_FEEDBACK), partitions=1, value_se
 redis_client = redis.Redis.from_url(settings.redis, socket_timeout=2.0, socket_connect_timeout=2.0)
 registry = ModelRegistry(redis_client, namespace=settings.topic_prefix)
 recommender = OnlineRecommender(
-    settings, registry, SessionStore(redis_client, settings.topic_prefix, settings.session_ttl_s, settings.session_max_items)
+    settings, registry, SessionStore(redis_client, settings.topic_prefix, settings.session_ttl_s, settings.session_max_items),
+    background_refresh=True,
 )
 
 

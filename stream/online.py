@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -54,7 +55,8 @@ class Feedback:
 
 
 class OnlineRecommender:
-    def __init__(self, settings: Settings, registry: ModelRegistry, sessions: SessionStore) -> None:
+    def __init__(self, settings: Settings, registry: ModelRegistry, sessions: SessionStore,
+                 background_refresh: bool = False) -> None:
         self.s = settings
         self.registry, self.sessions = registry, sessions
         self.models = ModelCache(registry, settings.seed, settings.model_refresh_s, settings.ann_min_items)
@@ -66,14 +68,30 @@ class OnlineRecommender:
         self.max_pending = 200_000
         self._snapshot_at = float("-inf")
         torch.set_num_threads(settings.torch_threads)
+        self.background_refresh = background_refresh
+        if background_refresh:  # the worker: a new version loads (and indexes) beside the stream, not in it
+            self.models.refresh(force=True)
+            threading.Thread(target=self._follow_registry, name="model-refresh", daemon=True).start()
+
+    def _follow_registry(self) -> None:
+        while True:
+            time.sleep(self.s.model_refresh_s)
+            try:
+                self.models.refresh(force=True)
+            except Exception as err:  # noqa: BLE001 - Redis down or a bad version: keep the loaded model
+                log.warning("could not check the registry: %s", err)
 
     @property
     def model(self) -> LoadedModel | None:
         return self.models.model
 
     def refresh_model(self, force: bool = False) -> None:
-        """Switch to the registry's current version if it changed (checked at most every model_refresh_s)."""
-        self.models.refresh(force)
+        """Switch to the registry's current version if it changed (checked at most every model_refresh_s).
+
+        With ``background_refresh`` a thread does this, and a batch never waits for a model to load: a
+        new major version of a 43k-item catalog takes about 5 s to load and index."""
+        if not self.background_refresh or force:
+            self.models.refresh(force)
 
     def snapshot_stats(self, t: float, force: bool = False) -> None:
         """Write the item statistics to Redis (at most every ``stats_snapshot_s``) for the serving endpoint."""
@@ -113,7 +131,8 @@ class OnlineRecommender:
         t = max(c.ts for c in clicks)
         self.snapshot_stats(t)  # the statistics this batch is ranked with
         self._count(len(clicks))
-        if self.model is None:
+        m = self.model  # one version for the whole batch, whatever the refresher swaps in meanwhile
+        if m is None:
             return [self.popular_slate(c, p, now) for c, p in zip(clicks, produced_at)], feedback
 
         rounds: list[list[int]] = []
@@ -125,14 +144,14 @@ class OnlineRecommender:
                 rounds.append([])
             rounds[r].append(i)
         states = self.sessions.get_many(list(seen_in_batch))
-        last = torch.empty(len(clicks), self.model.emb.shape[1])
+        last = torch.empty(len(clicks), m.emb.shape[1])
         contexts: list[list[float]] = [[]] * len(clicks)
         seen: list[list[str]] = [[]] * len(clicks)
         for idx in rounds:  # one batched GRU step per round; order within each session holds
-            self._step([clicks[i] for i in idx], [offsets[i] for i in idx], states, idx, last, contexts, seen)
+            self._step(m, [clicks[i] for i in idx], [offsets[i] for i in idx], states, idx, last, contexts, seen)
         self.sessions.put_many({sid: st for sid, st in states.items() if st is not None})
-        ranked = rank(self.model, last, contexts, seen, self.stats, t, self.params)
-        return self._slates(clicks, produced_at, ranked, feedback), feedback
+        ranked = rank(m, last, contexts, seen, self.stats, t, self.params)
+        return self._slates(m, clicks, produced_at, ranked, feedback), feedback
 
     def _credit(self, click: Click, feedback: Feedback) -> None:
         if click.impression_id is None or click.position is None:
@@ -144,10 +163,9 @@ class OnlineRecommender:
         if click.position < len(teams) and items[click.position] == click.item_id:
             feedback.counts[version][teams[click.position]] += 1
 
-    def _step(self, clicks: list[Click], offsets: list[tuple[int, int]], states: dict, positions: list[int],
-              last: torch.Tensor, contexts: list, seen: list) -> None:
+    def _step(self, m: LoadedModel, clicks: list[Click], offsets: list[tuple[int, int]], states: dict,
+              positions: list[int], last: torch.Tensor, contexts: list, seen: list) -> None:
         """Advance a round's sessions by their click; record each click's final hidden state, context and history."""
-        m = self.model
         before = m.hidden([states.get(c.session_id) for c in clicks])
         hidden, _ = m.version.gru.step(before, m.indices([c.item_id for c in clicks]), score=False)
         redelivered = [self._redelivered(states.get(c.session_id), off) for c, off in zip(clicks, offsets)]
@@ -173,10 +191,9 @@ class OnlineRecommender:
             seen[positions[b]] = list(states[click.session_id].items)
         last[positions] = hidden[-1]
 
-    def _slates(self, clicks: list[Click], produced_at: list[float], ranked: list, feedback: Feedback
-                ) -> list[Recommendation]:
+    def _slates(self, m: LoadedModel, clicks: list[Click], produced_at: list[float], ranked: list,
+                feedback: Feedback) -> list[Recommendation]:
         """Interleave each click's two rankings into its slate; remember the teams to credit later clicks."""
-        m = self.model
         now = time.time()
         merge = team_draft if self.s.interleaving == "team-draft" else probabilistic
         slates = []
