@@ -68,10 +68,8 @@ class OnlineRecommender:
         self.max_pending = 200_000
         self._snapshot_at = float("-inf")
         torch.set_num_threads(settings.torch_threads)
-        self.background_refresh = background_refresh
-        if background_refresh:  # the worker: a new version loads (and indexes) beside the stream, not in it
-            self.models.refresh(force=True)
-            threading.Thread(target=self._follow_registry, name="model-refresh", daemon=True).start()
+        self.background_refresh = background_refresh  # the worker: new versions load beside the stream
+        self._follower: threading.Thread | None = None
 
     def _follow_registry(self) -> None:
         while True:
@@ -92,6 +90,10 @@ class OnlineRecommender:
         new major version of a 43k-item catalog takes about 5 s to load and index."""
         if not self.background_refresh or force:
             self.models.refresh(force)
+        elif self._follower is None:  # first batch: load what is there now, then follow from a thread
+            self._follower = threading.Thread(target=self._follow_registry, name="model-refresh", daemon=True)
+            self._follower.start()
+            self.models.refresh(force=True)
 
     def snapshot_stats(self, t: float, force: bool = False) -> None:
         """Write the item statistics to Redis (at most every ``stats_snapshot_s``) for the serving endpoint."""
