@@ -142,7 +142,9 @@ async def decide_dbgd(stream) -> None:
         try:
             impressions = int(message.get("impressions", 0))
             if drift.update(impressions, int(message.get(CURRENT, 0)) + int(message.get(EXPLORER, 0))):
-                log.warning("CTR drift: ADWIN found a drop (CTR now %.4f)%s", drift.ctr,
+                before, after = drift.last_change
+                log.warning("CTR drift: ADWIN found a drop (CTR %.4f before, %.4f in the newest %d impressions)%s",
+                            before, after, drift.state()["window"],
                             "; requesting a major retrain" if settings.drift_retrain else "")
                 if settings.drift_retrain:
                     request_retrain(redis_client, settings.topic_prefix, "drift", ctr=drift.ctr)

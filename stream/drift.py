@@ -30,6 +30,7 @@ class CtrDriftDetector:
         self.seen = 0
         self.drops = 0       # detections where CTR went down
         self.rises = 0       # detections where CTR went up (reported, no action)
+        self.last_change: tuple[float, float] | None = None  # (CTR before, CTR after) at the last detection
 
     @property
     def ctr(self) -> float:
@@ -41,11 +42,17 @@ class CtrDriftDetector:
         dropped = False
         clicks = max(0, min(clicks, impressions))
         for n in range(impressions):  # clicks spread evenly through the batch
-            before = self.adwin.estimation
-            self.adwin.update(1.0 if (n * clicks) // impressions != ((n + 1) * clicks) // impressions else 0.0)
+            x = 1.0 if (n * clicks) // impressions != ((n + 1) * clicks) // impressions else 0.0
+            before, width = self.adwin.estimation, self.adwin.width
+            self.adwin.update(x)
             self.seen += 1
             if self.adwin.drift_detected and self.seen >= self.min_impressions:
-                if self.adwin.estimation < before:
+                # ADWIN dropped the older part of its window: the mean of what it dropped is the CTR before
+                kept = self.adwin.width
+                dropped_n = max(width + 1 - kept, 1)
+                old = (before * width + x - self.adwin.estimation * kept) / dropped_n
+                self.last_change = (float(old), float(self.adwin.estimation))
+                if self.adwin.estimation < old:
                     self.drops += 1
                     dropped = True
                 else:
@@ -54,4 +61,4 @@ class CtrDriftDetector:
 
     def state(self) -> dict:
         return {"ctr": self.ctr, "window": int(self.adwin.width), "impressions": self.seen, "drops": self.drops,
-                "rises": self.rises}
+                "rises": self.rises, "last_change": self.last_change}
