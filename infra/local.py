@@ -149,7 +149,8 @@ def start_kafka(state_dir: Path, port: int | None = None, timeout: float = 90.0)
     logfile = work / "kafka.log"
     if not (data_dir / "meta.properties").exists():
         subprocess.run(
-            _kafka_cmd(libs, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)),
+            # "--cluster-id=" form: a random id may start with "-", which a separate argument would make an option
+            _kafka_cmd(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}", "-c", str(props)),
             check=True, stdout=subprocess.DEVNULL,
         )
     with open(logfile, "ab") as out:

@@ -203,6 +203,9 @@ class GRU4Rec:
         self.model: GRU4RecModel | None = None
         self.item_ids: pd.Index = pd.Index([], dtype=str)
         self.loss_history: list[float] = []
+        # Adagrad's accumulated squared gradients per parameter, kept with the model so that a warm start
+        # continues with the step sizes training ended with (fresh accumulators make the first steps large)
+        self.accumulators: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ items
 
@@ -292,6 +295,15 @@ class GRU4Rec:
         sampler = SampleCache(pop, p.n_sample, p.sample_alpha, p.sample_cache_max_size, self.device) \
             if p.n_sample > 0 else None
         optimizer = IndexedAdagradM(self.model.parameters(), lr=p.learning_rate, momentum=p.momentum)
+        if warm_start:
+            for name, param in self.model.named_parameters():
+                acc = self.accumulators.get(name)
+                if acc is not None:
+                    grown = torch.zeros_like(param)  # rows of new items start fresh
+                    grown[: acc.shape[0]] = acc.to(param.device)
+                    optimizer.state[param]["acc"] = grown
+                    if p.momentum > 0:
+                        optimizer.state[param]["mom"] = torch.zeros_like(param)
         loss_fn = self._loss_fn()
         self.model.train()
         for epoch in range(p.n_epochs):
@@ -328,6 +340,8 @@ class GRU4Rec:
                 log.error("training loss is %s at epoch %d: stopping; this model will not be evaluated",
                           mean_loss, epoch + 1)
                 break
+        self.accumulators = {name: optimizer.state[param]["acc"].detach().clone()
+                             for name, param in self.model.named_parameters() if "acc" in optimizer.state[param]}
         self.model.eval()
         return self
 
@@ -405,7 +419,8 @@ class GRU4Rec:
     def save(self, path: str | Path | BinaryIO) -> None:
         assert self.model is not None, "the model is not trained"
         torch.save({"params": asdict(self.params), "item_ids": list(map(str, self.item_ids)),
-                    "state_dict": self.model.state_dict(), "loss_history": self.loss_history}, path)
+                    "state_dict": self.model.state_dict(), "loss_history": self.loss_history,
+                    "accumulators": self.accumulators}, path)
 
     @classmethod
     def load(cls, path: str | Path | BinaryIO, device: str | None = None) -> "GRU4Rec":
@@ -418,4 +433,5 @@ class GRU4Rec:
         gru.model.load_state_dict(blob["state_dict"])
         gru.model.to(gru.device).eval()
         gru.loss_history = list(blob["loss_history"])
+        gru.accumulators = dict(blob.get("accumulators", {}))  # models saved before they were kept have none
         return gru

@@ -121,6 +121,26 @@ def test_unknown_items_map_to_minus_one_and_warm_start_adds_rows():
     torch.testing.assert_close(gru.model.Wy.weight[:30], before)
 
 
+def test_adagrad_accumulators_survive_save_load_and_carry_into_a_warm_start():
+    import io
+
+    gru = GRU4Rec(small(n_epochs=2), device="cpu").fit(cyclic_sessions())
+    saved = gru.accumulators["Wy.weight"].clone()
+    assert saved.shape == gru.model.Wy.weight.shape and saved.sum() > 0
+    buf = io.BytesIO()
+    gru.save(buf)
+    buf.seek(0)
+    again = GRU4Rec.load(buf, device="cpu")
+    torch.testing.assert_close(again.accumulators["Wy.weight"], saved)
+    new = pd.DataFrame({"SessionId": [1, 1, 1], "ItemId": ["new1", "0", "1"], "Time": [0.0, 1.0, 2.0]})
+    again.params.n_epochs = 1
+    again.fit(pd.concat([cyclic_sessions(n_sessions=20), new.assign(SessionId=999)]), warm_start=True)
+    after = again.accumulators["Wy.weight"]
+    assert after.shape[0] == 31
+    assert (after[:30] >= saved).all() and (after[:30] > saved).any()  # continued, never reset
+    assert 0 < after[30].sum() < saved.sum(axis=1).max() * 10  # the new item's row started from zero
+
+
 def test_nan_loss_blocks_evaluation():
     gru = GRU4Rec(small(n_epochs=1), device="cpu").fit(cyclic_sessions())
     gru.loss_history.append(math.nan)
