@@ -28,12 +28,13 @@ BENCHMARKS: dict[str, list[str]] = {
     "serving-latency": ["bench.serving_latency"],
     "retrain-time": ["bench.retrain_time"],
     "promotion-pause": ["bench.promotion_pause"],
+    "warm-start": ["bench.warm_start"],
 }
 QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-params": ["--epochs", "1"],
          "gru4rec-diginetica": ["--epochs", "1"],
          "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"],
          "serving-latency": ["--seconds", "5", "--rate", "200", "--clicks", "3000"],
-         "retrain-time": ["--epochs", "1"], "promotion-pause": []}
+         "retrain-time": ["--epochs", "1"], "promotion-pause": [], "warm-start": []}
 
 
 def machine() -> dict:
