@@ -124,9 +124,6 @@ class ServingRecommender:
         t = self.stats_t or time.time()
         return Served(popular_items(self.stats, t, k, fresh=self.s.candidates_fresh), POPULAR_VERSION, True, reason)
 
-    def recommend(self, session_id: str, k: int) -> Served:
-        return self.recommend_many([(session_id, k)])[0]
-
     def recommend_many(self, requests: list[tuple[str, int]]) -> list[Served]:
         """Slates for several (session_id, k) requests: one Redis round trip and one batched ranking pass."""
         model, stats, t = self.model, self.stats, self.stats_t

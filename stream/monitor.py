@@ -67,7 +67,7 @@ class MonitorState:
 
     def render(self) -> Group:
         table = Table(title="stream workers (last window)", expand=True)
-        for col in ("worker", "model", "clicks/s", "impr.", "CTR", f"Hit@K", "MRR@K", "coverage", "p50 ms",
+        for col in ("worker", "model", "clicks/s", "impr.", "CTR", "Hit@K", "MRR@K", "coverage", "p50 ms",
                     "p99 ms", "behind s"):
             table.add_column(col, justify="right" if col not in ("worker", "model") else "left")
         totals = {"impressions": 0, "slate_clicks": 0, "clicks_per_s": 0.0}
@@ -89,7 +89,7 @@ class MonitorState:
             f"all workers: {totals['clicks_per_s']:,.0f} clicks/s · CTR "
             f"{_f(totals['slate_clicks'] / totals['impressions'] if totals['impressions'] else None)} "
             f"· CTR trend {sparkline(list(self.ctr_history))}",
-            f"interleaving (cumulative clicks): " + (" · ".join(f"{t} {n}" for t, n in sorted(team_clicks.items()))
+            "interleaving (cumulative clicks): " + (" · ".join(f"{t} {n}" for t, n in sorted(team_clicks.items()))
                                                      or "–"),
             f"DBGD: round {dbgd.get('rounds', '–')} · {dbgd.get('round_impressions', '–')}/{dbgd.get('window', '–')} "
             f"impressions · current {dbgd.get('current_clicks', '–')} vs explorer {dbgd.get('explorer_clicks', '–')} "
