@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from simulator.scenario import PRESETS
 from stream.settings import get_settings
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -28,7 +29,8 @@ def _world_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--categories", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--duration", type=float, default=120.0, help="seconds")
-    p.add_argument("--scenario", default="none", choices=["none", "drift", "launches", "flash", "all"])
+    p.add_argument("--scenario", default="none", choices=PRESETS,
+                   help="drift: the season turns half way; trend: a category comes into fashion (simulator/scenario.py)")
     p.add_argument("--drift-at", type=float, default=None, help="seconds; overrides the preset's drift time")
 
 

@@ -44,7 +44,8 @@ class ClickModel:
         w, c = self.world, self.config
         logit = (c.bias + c.affinity * (w.item_vectors @ w.user_vectors[user])
                  + c.category * (w.categories == category) + c.popularity * w.log_popularity
-                 + self.scenario.category_shift(t, w.config.n_categories)[w.categories])
+                 + self.scenario.category_shift(t, w.config.n_categories)[w.categories]
+                 + self.scenario.season_shift(t, w.season))
         flash = self.scenario.item_shift(t, w.n_items)
         if flash is not None:
             logit[flash[0]] += flash[1]

@@ -52,14 +52,22 @@ class Population:
         return int(rng.choice(self.world.config.n_categories, p=self.world.user_category_weights[user]))
 
     def organic_click(self, s: Session, t: float) -> int:
-        """An item the user finds on their own: mostly in the current category, by popularity and taste."""
+        """An item the user finds on their own: mostly in the current category, by popularity and taste.
+
+        A preference drift (:class:`simulator.scenario.Scenario`) shows in what users find on their own
+        too, not only in what attracts them on a slate: items of the season in fashion are found more
+        often, and out-of-category browsing leans towards a category in fashion.
+        """
         w = self.world
         launched = w.launched(t)
+        scenario = self.clicks.scenario
+        season = np.exp(scenario.season_shift(t, w.season))
         if s.rng.random() < self.organic_in_category:
             weights = w.popularity**0.7 * np.exp(3.0 * (w.item_vectors @ w.user_vectors[s.user]))
-            weights = weights * (w.categories == s.category) * launched
-        else:
-            weights = w.popularity * launched
+            weights = weights * (w.categories == s.category) * launched * season
+        else:  # browsing elsewhere follows the crowd: popularity, and the scenario's trend when one is on
+            shift = scenario.category_shift(t, w.config.n_categories)[w.categories]
+            weights = w.popularity * launched * np.exp(shift) * season
         if weights.sum() <= 0:
             weights = launched.astype(float)
         return int(s.rng.choice(w.n_items, p=weights / weights.sum()))

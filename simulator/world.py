@@ -56,6 +56,8 @@ class World:
         uvec = self.user_category_weights @ self.category_centres + 0.3 * rng.normal(size=(c.n_users, c.dim))
         self.user_vectors = uvec / np.linalg.norm(uvec, axis=1, keepdims=True)
         self.item_ids = np.array([f"i{i}" for i in range(c.n_items)])
+        # drawn last, so the arrays above stay what a seed gave before seasons existed
+        self.season = rng.integers(2, size=c.n_items)  # which season an item is in fashion (Scenario.season_shift)
 
     @property
     def n_items(self) -> int:

@@ -96,3 +96,24 @@ def test_flash_of_popularity_lifts_one_item_for_a_while():
 def test_unknown_scenario_is_an_error():
     with pytest.raises(ValueError, match="unknown scenario"):
         Scenario.preset("earthquake", 60)
+
+
+def test_the_season_turns_at_the_drift_in_slates_and_in_organic_browsing():
+    scenario = Scenario.preset("drift", duration_s=200.0, seed=0)
+    assert scenario.drift_at == 100.0 and scenario.season_strength > 0
+    world, clicks = make(seed=3, scenario=scenario, n_items=1000, n_users=200, launched_later=0.0)
+    pop = Population(world, clicks, seed=3)
+
+    def share_in_season_1(t, n=2000):
+        found = [world.season[pop.organic_click(pop.new_session(), t)] for _ in range(n)]
+        return float(np.mean(found))
+
+    before, after = share_in_season_1(50.0), share_in_season_1(150.0)
+    assert before < 0.3 and after > 0.7, (before, after)
+    s = pop.new_session()
+    a_before, a_after = clicks.attraction(s.user, s.category, 50.0), clicks.attraction(s.user, s.category, 150.0)
+    # the best slate is about as good after the turn as before (a learner can recover), but with other items
+    _, best_before = clicks.oracle(a_before, 10)
+    _, best_after = clicks.oracle(a_after, 10)
+    assert 0.7 < best_after / best_before < 1.4
+    assert np.mean(world.season[clicks.oracle(a_after, 10)[0]]) > np.mean(world.season[clicks.oracle(a_before, 10)[0]])
