@@ -4,9 +4,13 @@ Q(s, a) = V(s) + A(s, a), as in DRN (Zheng et al., WWW 2018).  The state s is th
 hidden state and context (hour of day, session length, time since the last click, activeness);
 the action a is a candidate item: its embedding, popularity (recent clicks, rolling CTR), freshness,
 its similarity to the state, and the slot position (0 while ranking).  The advantage stream sees
-the state-item interaction (hidden ⊙ embedding) with the scalars; a linear skip on the similarity
-starts the ranker out as GRU4Rec's own order, so an untrained ranker is already sensible and
-dueling bandit gradient descent moves it from there.
+the state-item interaction (hidden ⊙ embedding) with the scalars.  A linear skip over the scalars
+starts the ranker out as GRU4Rec's own order nudged by what is popular now (:data:`SCALAR_PRIOR`),
+so an untrained ranker is already sensible, and dueling bandit gradient descent moves it from there.
+The skip's weights are not zero on purpose: DBGD's perturbation is multiplicative (α·U(-1,1)⊙W), so
+a weight at zero is never explored, and a ranker whose order depends on one weight alone (as it did
+with a skip on the similarity only) ranks exactly as its explorer does — interleaving then compares a
+ranking with itself and DBGD learns nothing (``python -m bench.online_study`` showed it).
 
 Weights travel as one flat float32 vector (``get_weights``/``set_weights``): that is what DBGD
 perturbs and what the registry stores.
@@ -36,6 +40,8 @@ N_CONTEXT = 5
 #: per-candidate scalars: log1p(recent clicks), rolling CTR, freshness, similarity, slot position
 N_ACTION_SCALARS = 5
 SIMILARITY = 3
+#: the linear skip's starting weights: recent clicks, CTR, freshness, similarity, position
+SCALAR_PRIOR = (0.25, 2.0, 0.25, 1.0, 0.0)
 
 
 class DuelingQNetwork(nn.Module):
@@ -46,7 +52,7 @@ class DuelingQNetwork(nn.Module):
         self.value = nn.Sequential(nn.Linear(hidden_size + N_CONTEXT, width), nn.ReLU(), nn.Linear(width, 1))
         self.advantage = nn.Sequential(nn.Linear(hidden_size + N_CONTEXT + N_ACTION_SCALARS, width), nn.ReLU(),
                                        nn.Linear(width, 1))
-        self.similarity_weight = nn.Parameter(torch.ones(1))
+        self.scalar_weights = nn.Parameter(torch.tensor(SCALAR_PRIOR))
         with torch.no_grad():
             for layer in (*self.value, *self.advantage):
                 if isinstance(layer, nn.Linear):
@@ -66,7 +72,7 @@ class DuelingQNetwork(nn.Module):
         inter = state.unsqueeze(1) * item_emb                                 # (B, C, H)
         ctx = context.unsqueeze(1).expand(-1, item_emb.shape[1], -1)
         a = self.advantage(torch.cat([inter, ctx, action_scalars], dim=2)).squeeze(2)
-        return v + a + self.similarity_weight * action_scalars[..., SIMILARITY]
+        return v + a + action_scalars @ self.scalar_weights
 
     def get_weights(self) -> np.ndarray:
         return nn.utils.parameters_to_vector(self.parameters()).detach().cpu().numpy().astype(np.float32)

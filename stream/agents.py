@@ -130,7 +130,7 @@ async def serve_prometheus() -> None:
         prometheus.serve(settings.metrics_port, settings.metrics_host)
 
 
-drift = CtrDriftDetector(settings.drift_delta, settings.drift_min_impressions)
+drift = CtrDriftDetector(settings.drift_delta, settings.drift_min_impressions, settings.drift_retrain_after)
 retrainer = Retrainer(settings, registry)
 
 
@@ -141,14 +141,17 @@ async def decide_dbgd(stream) -> None:
     async for message in stream:
         try:
             impressions = int(message.get("impressions", 0))
-            if drift.update(impressions, int(message.get(CURRENT, 0)) + int(message.get(EXPLORER, 0))):
+            if drift.update(impressions, int(message.get(CURRENT, 0)) + int(message.get(EXPLORER, 0)), time.time()):
                 before, after = drift.last_change
                 log.warning("CTR drift: ADWIN found a drop (CTR %.4f before, %.4f in the newest %d impressions)%s",
                             before, after, drift.state()["window"],
-                            "; requesting a major retrain" if settings.drift_retrain else "")
-                if settings.drift_retrain:
-                    request_retrain(redis_client, settings.topic_prefix, "drift", ctr=drift.ctr)
-            update = leader.observe(message)
+                            f"; a major retrain after {settings.drift_retrain_after} more impressions"
+                            if settings.drift_retrain else "")
+            due, cut_ts = drift.retrain_due()
+            if due and settings.drift_retrain:
+                log.warning("requesting a major retrain on the traffic since the CTR drop")
+                request_retrain(redis_client, settings.topic_prefix, "drift", ctr=drift.ctr, since=cut_ts)
+            update = leader.observe(message) if settings.explore else None  # no explorer: nothing to decide
             redis_client.mset({f"{settings.topic_prefix}dbgd": json.dumps(leader.state()),
                                f"{settings.topic_prefix}drift": json.dumps(drift.state())})
         except Exception:  # noqa: BLE001

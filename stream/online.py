@@ -152,7 +152,7 @@ class OnlineRecommender:
         for idx in rounds:  # one batched GRU step per round; order within each session holds
             self._step(m, [clicks[i] for i in idx], [offsets[i] for i in idx], states, idx, last, contexts, seen)
         self.sessions.put_many({sid: st for sid, st in states.items() if st is not None})
-        ranked = rank(m, last, contexts, seen, self.stats, t, self.params)
+        ranked = rank(m, last, contexts, seen, self.stats, t, self.params, explore=self.s.explore)
         return self._slates(m, clicks, produced_at, ranked, feedback), feedback
 
     def _credit(self, click: Click, feedback: Feedback) -> None:
@@ -201,8 +201,14 @@ class OnlineRecommender:
         slates = []
         for b, click in enumerate(clicks):
             r = ranked[b]
-            q = {CURRENT: dict(r.current), EXPLORER: dict(r.explorer)}
-            items, teams = merge([i for i, _ in r.current], [i for i, _ in r.explorer], self.s.slate_size, self.rng)
+            if r.explorer is None:  # exploration off: the current ranking is the slate
+                q = {CURRENT: dict(r.current)}
+                items = [i for i, _ in r.current[: self.s.slate_size]]
+                teams = [CURRENT] * len(items)
+            else:
+                q = {CURRENT: dict(r.current), EXPLORER: dict(r.explorer)}
+                items, teams = merge([i for i, _ in r.current], [i for i, _ in r.explorer], self.s.slate_size,
+                                     self.rng)
             imp = new_impression_id()
             self.pending[imp] = (m.name, items, teams)
             if len(self.pending) > self.max_pending:

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     dbgd_window: int = Field(1000, ge=1, description="interleaved impressions per DBGD decision")
     dbgd_window_s: float = Field(300.0, gt=0, description="or decide after this many seconds")
     interleaving: str = Field("team-draft", pattern="^(team-draft|probabilistic)$")
+    explore: bool = Field(True, description="interleave the explorer's ranking into slates (DBGD); off: the "
+                          "current ranking only, and W stays as it is until a major retrain")
     seed: int = Field(0, description="seed for interleaving coins and DBGD draws")
 
     # --- major retrains (DRN's major update) and the drift trigger; run by the leader worker
@@ -77,11 +79,14 @@ class Settings(BaseSettings):
     retrain_window_s: float = Field(3600.0, gt=0, description="the retrain reads this much of the log back")
     retrain_epochs: int = Field(1, ge=1)
     retrain_learning_rate: float | None = Field(None, gt=0, description="warm-start rate (default: the model's)")
-    retrain_margin: float = Field(0.01, ge=0, description="promote unless Recall@20 or MRR@20 drop more than this")
+    retrain_margin: float = Field(0.0, ge=0, description="promote unless Recall@20 or MRR@20 drop more than this "
+                                  "(above 0, retrains on a schedule let quality ratchet down: bench/online_study)")
     retrain_check_s: float = Field(5.0, gt=0, description="how often the leader looks for a due or requested retrain")
     drift_retrain: bool = Field(True, description="a CTR drop found by ADWIN requests a retrain")
     drift_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN's confidence parameter")
     drift_min_impressions: int = Field(1000, ge=0, description="no drift is declared before this many impressions")
+    drift_retrain_after: int = Field(2000, ge=0, description="a drift retrain waits for this many impressions after "
+                                     "the change and learns from them alone")
 
     # --- the serving endpoint (python -m serving)
     serving_host: str = Field("127.0.0.1", description="interface the HTTP server binds")

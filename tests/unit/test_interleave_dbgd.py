@@ -106,3 +106,23 @@ def test_ranker_starts_as_the_similarity_order():
 def test_ranker_rejects_a_weight_vector_of_the_wrong_size():
     with pytest.raises(ValueError, match="does not fit"):
         DuelingQNetwork(hidden_size=8).set_weights(np.zeros(3, dtype=np.float32))
+
+
+def test_the_explorer_ranks_differently_from_the_current_ranker():
+    """DBGD compares two rankings; an explorer that always ranks as W does teaches nothing (it once did)."""
+    q, e = DuelingQNetwork(hidden_size=16, seed=0), DuelingQNetwork(hidden_size=16, seed=0)
+    w = q.get_weights()
+    e.set_weights(DuelingBanditGD(w, alpha=0.1, seed=1).explorer_weights)
+    gen = torch.Generator().manual_seed(0)
+    state, ctx = torch.randn(200, 16, generator=gen), torch.randn(200, N_CONTEXT, generator=gen)
+    emb = torch.randn(200, 50, 16, generator=gen)
+    scal = torch.zeros(200, 50, N_ACTION_SCALARS)
+    scal[..., 0] = torch.rand(200, 50, generator=gen) * 5       # log1p(recent clicks)
+    scal[..., 1] = torch.rand(200, 50, generator=gen) * 0.2     # rolling CTR
+    scal[..., 2] = torch.rand(200, 50, generator=gen)           # freshness
+    scal[..., SIMILARITY] = torch.randn(200, 50, generator=gen) * 2
+    with torch.no_grad():
+        top_q = q(state, ctx, emb, scal).topk(10, dim=1).indices
+        top_e = e(state, ctx, emb, scal).topk(10, dim=1).indices
+    differ = np.mean([a.tolist() != b.tolist() for a, b in zip(top_q, top_e)])  # the top 10, in order
+    assert differ > 0.2, differ
