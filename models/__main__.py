@@ -3,7 +3,7 @@
     python -m models train --dataset yoochoose-100k --out gru.pt [--loss cross-entropy --layers 100 ...]
     python -m models evaluate --model gru.pt --dataset yoochoose-100k [--mode conservative]
     python -m models publish --model gru.pt [--redis URL] [--namespace PREFIX]   first version, promoted
-    python -m models retrain [--since-minutes 60] [--epochs 1] [--margin 0.01]  major update from the Kafka log
+    python -m models retrain [--since-minutes 60] [--epochs 1] [--margin 0]  major update from the Kafka log
 
 ``--data-dir`` defaults to ``../shared/data``; ``--train``/``--test`` take GRU4Rec TSV files instead.
 """
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ret.add_argument("--epochs", type=int, default=1)
     ret.add_argument("--learning-rate", type=float, default=None, help="default: the current version's")
     ret.add_argument("--holdout", type=float, default=0.1, help="newest share of sessions held out")
-    ret.add_argument("--margin", type=float, default=0.01, help="allowed drop of Recall@20 / MRR@20")
+    ret.add_argument("--margin", type=float, default=0.0, help="allowed drop of Recall@20 / MRR@20")
     ret.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -69,8 +69,12 @@ def metrics_from_ranks(ranks: np.ndarray, cutoffs=(5, 10, 20)) -> dict[str, floa
 
 @torch.no_grad()
 def evaluate(gru: GRU4Rec, test: pd.DataFrame, cutoffs=(5, 10, 20), mode: TieMode = "conservative",
-             batch_size: int = 512) -> dict[str, float]:
-    """Recall@K and MRR@K of next-click prediction on ``test`` (clicks on unseen items dropped first)."""
+             batch_size: int = 512, target_column: str | None = None) -> dict[str, float]:
+    """Recall@K and MRR@K of next-click prediction on ``test`` (clicks on unseen items dropped first).
+
+    With ``target_column``, every click still feeds the session's state but only events whose target
+    row has a true value there are scored (a retrain scores organic clicks only, see models.retrain).
+    """
     if gru.model is None:
         raise ValueError("the model is not trained")
     if gru.trained_with_nan:
@@ -81,13 +85,18 @@ def evaluate(gru: GRU4Rec, test: pd.DataFrame, cutoffs=(5, 10, 20), mode: TieMod
     gru.model.eval()
     hidden = gru.init_hidden(min(batch_size, len(offsets) - 1))
     ranks = []
-    for step in SessionParallelBatches(items, offsets, batch_size, device=gru.device):
+    steps = SessionParallelBatches(items, offsets, batch_size, device=gru.device)
+    # the same walk over a 0/1 column: its "targets" say which events count
+    flags = (SessionParallelBatches(test[target_column].to_numpy().astype(np.int64), offsets, batch_size)
+             if target_column is not None else None)
+    for step, flag in zip(steps, flags if flags is not None else iter(lambda: None, 0)):
         if step.reset is not None:
             hidden[:, step.reset] = 0.0
             if step.keep is not None:
                 hidden = hidden[:, step.keep]
         hidden, scores = gru.step(hidden, step.inputs)
-        ranks.append(rank_of_targets(scores, step.targets, mode).cpu())
+        r = rank_of_targets(scores, step.targets, mode).cpu()
+        ranks.append(r if flag is None else r[flag.targets.cpu() > 0])
     all_ranks = torch.cat(ranks).numpy() if ranks else np.array([])
     result = metrics_from_ranks(all_ranks, cutoffs)
     result["events"] = float(len(all_ranks))

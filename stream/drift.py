@@ -5,6 +5,14 @@ them and cuts it when two sub-windows' means differ by more than chance allows (
 whose newer part has the lower mean is a CTR drop, the signal to retrain early.  Detections before
 ``min_impressions`` outcomes are ignored (a cold start is not a drift).
 
+The detector also says *when* the change happened (``cut_ts``), so a retrain can learn from the
+traffic after the change alone.  ADWIN's own cut is coarse (it drops whole old buckets and keeps
+shrinking its window as evidence comes in), so the time is the most likely single change point in
+the window ADWIN held when it cut: the batch split whose two Bernoulli segments fit best.  It and it can hold the retrain back until
+``retrain_after`` impressions have arrived since the cut (:meth:`retrain_due`): right after a drop the
+new regime has too few clicks to learn from, and a window that is mostly the old regime teaches the
+old preferences again.
+
 Examples
 --------
 >>> import random
@@ -20,14 +28,30 @@ True
 
 from __future__ import annotations
 
+import math
+from collections import deque
+
+import numpy as np
 from river import drift
 
 
+def _bernoulli_ll(clicks: float, n: float) -> float:
+    """Log-likelihood of ``clicks`` in ``n`` Bernoulli outcomes at their own mean."""
+    if n <= 0:
+        return 0.0
+    p = min(max(clicks / n, 1e-12), 1 - 1e-12)
+    return clicks * math.log(p) + (n - clicks) * math.log(1 - p)
+
+
 class CtrDriftDetector:
-    def __init__(self, delta: float = 0.002, min_impressions: int = 1000) -> None:
+    def __init__(self, delta: float = 0.002, min_impressions: int = 1000, retrain_after: int = 0) -> None:
         self.adwin = drift.ADWIN(delta=delta)
         self.min_impressions = min_impressions
+        self.retrain_after = retrain_after
         self.seen = 0
+        self.cut_ts: float | None = None     # when the newest regime began (at the last drop)
+        self._pending: tuple[float | None, int] | None = None  # (cut_ts, outcomes before it) of a drop not yet retrained
+        self._batches: deque[tuple[float, int, int, int]] = deque()  # (ts, outcomes before it, impressions, clicks)
         self.drops = 0       # detections where CTR went down
         self.rises = 0       # detections where CTR went up (reported, no action)
         self.last_change: tuple[float, float] | None = None  # (CTR before, CTR after) at the last detection
@@ -37,10 +61,12 @@ class CtrDriftDetector:
         """ADWIN's current estimate: the mean over its (adaptive) window."""
         return float(self.adwin.estimation)
 
-    def update(self, impressions: int, clicks: int) -> bool:
-        """Feed one batch of outcomes; True if the CTR dropped (a drift worth a retrain)."""
+    def update(self, impressions: int, clicks: int, ts: float | None = None) -> bool:
+        """Feed one batch of outcomes (observed at ``ts``); True if the CTR dropped (a drift worth a retrain)."""
         dropped = False
         clicks = max(0, min(clicks, impressions))
+        if ts is not None:
+            self._batches.append((ts, self.seen, impressions, clicks))
         for n in range(impressions):  # clicks spread evenly through the batch
             x = 1.0 if (n * clicks) // impressions != ((n + 1) * clicks) // impressions else 0.0
             before, width = self.adwin.estimation, self.adwin.width
@@ -55,10 +81,43 @@ class CtrDriftDetector:
                 if self.adwin.estimation < old:
                     self.drops += 1
                     dropped = True
+                    self.cut_ts, at = self._change_point(self.seen - int(width) - 1)  # over the whole window
+                    self._pending = (self.cut_ts, at)
                 else:
                     self.rises += 1
+        if ts is not None:
+            self._prune(self.seen - int(self.adwin.width))
         return dropped
+
+    def _prune(self, first: int) -> None:
+        """Forget batches that ended before outcome number ``first`` (ADWIN no longer holds them)."""
+        while len(self._batches) > 1 and self._batches[1][1] <= first:
+            self._batches.popleft()
+
+    def _change_point(self, first: int) -> tuple[float | None, int]:
+        """(ts, outcomes before it) of the batch where the mean most likely changed, from outcome ``first`` on."""
+        self._prune(first)
+        batches = list(self._batches)
+        if not batches:
+            return None, first
+        n = np.array([b[2] for b in batches], dtype=float)
+        c = np.array([b[3] for b in batches], dtype=float)
+        best, split = -np.inf, 0
+        for k in range(1, len(batches)):  # segment 1 = batches[:k], segment 2 = batches[k:]
+            fit = _bernoulli_ll(c[:k].sum(), n[:k].sum()) + _bernoulli_ll(c[k:].sum(), n[k:].sum())
+            if fit > best:
+                best, split = fit, k
+        return batches[split][0], batches[split][1]
+
+    def retrain_due(self) -> tuple[bool, float | None]:
+        """(True, cut_ts) once ``retrain_after`` impressions have followed the last drop (then cleared)."""
+        if self._pending is None or self.seen - self._pending[1] < self.retrain_after:
+            return False, None
+        cut_ts, _ = self._pending
+        self._pending = None
+        return True, cut_ts
 
     def state(self) -> dict:
         return {"ctr": self.ctr, "window": int(self.adwin.width), "impressions": self.seen, "drops": self.drops,
-                "rises": self.rises, "last_change": self.last_change}
+                "rises": self.rises, "last_change": self.last_change, "cut_ts": self.cut_ts,
+                "retrain_pending": self._pending is not None}

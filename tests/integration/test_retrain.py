@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import random
 
 import pytest
@@ -97,16 +98,28 @@ def test_a_ctr_drop_found_by_adwin_starts_a_retrain_in_the_worker(services, topi
     registry = ModelRegistry(redis.Redis.from_url(services.redis), namespace=topics)
     v1 = publish_first_version(registry, tiny_gru)
     env = dict(stream_env, STREAMREC_RETRAIN_CHECK_S="1", STREAMREC_DRIFT_MIN_IMPRESSIONS="300",
-               STREAMREC_DBGD_WINDOW="1000000000", STREAMREC_RETRAIN_MARGIN="1.0")
+               STREAMREC_DRIFT_RETRAIN_AFTER="2000", STREAMREC_DBGD_WINDOW="1000000000",
+               STREAMREC_RETRAIN_MARGIN="1.0", STREAMREC_RETRAIN_WINDOW_S="1000000")
     worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
+    client = redis.Redis.from_url(services.redis)
     try:
-        log_rows = _real_sessions(shared_data, 600, 1000.0, split="train") + _real_sessions(shared_data, 60, 9e4)
-        produce(services.kafka, f"{topics}clicks", _clicks(log_rows))  # the log the retrain will read back
         def outcome(ctr: float, n: int) -> list[tuple[None, bytes]]:
             return [(None, json.dumps({"version": v1, "impressions": 50, "current": round(50 * ctr),
                                        "explorer": 0}).encode()) for _ in range(n)]
+        before_rows = _real_sessions(shared_data, 50, 500.0, split="train")  # traffic of the old regime
+        produce(services.kafka, f"{topics}clicks", _clicks(before_rows))
+        time.sleep(1.0)  # the change comes after them (Kafka timestamps are milliseconds)
         produce(services.kafka, f"{topics}dbgd-feedback", outcome(0.10, 20))  # 1,000 impressions at 10%
         produce(services.kafka, f"{topics}dbgd-feedback", outcome(0.0, 30))   # then no clicks at all
+        deadline = time.monotonic() + 120
+        while json.loads(client.get(f"{topics}drift") or "{}").get("drops", 0) < 1:
+            assert time.monotonic() < deadline and worker.alive(), worker.log()[-3000:]
+            time.sleep(0.2)
+        assert json.loads(client.get(f"{topics}drift"))["retrain_pending"]  # waiting for traffic after the change
+        # the traffic after the change, which the retrain must learn from (and nothing from before it)
+        log_rows = _real_sessions(shared_data, 600, 1000.0, split="train") + _real_sessions(shared_data, 60, 9e4)
+        produce(services.kafka, f"{topics}clicks", _clicks(log_rows))
+        produce(services.kafka, f"{topics}dbgd-feedback", outcome(0.0, 20))   # 2,500 since the change: now retrain
         got = consume(services.kafka, [f"{topics}model-updates"], timeout=180,
                       until=lambda r: any(v.get("summary", {}).get("trigger") == "drift"
                                           for _, v, *_ in r[f"{topics}model-updates"]))
@@ -117,5 +130,6 @@ def test_a_ctr_drop_found_by_adwin_starts_a_retrain_in_the_worker(services, topi
     assert updates, worker.log()[-3000:]
     assert "CTR drift: ADWIN found a drop" in worker.log()
     update = updates[0]
+    # learned from the traffic after the change alone: the old regime's clicks are not in its window
     assert update["kind"] == "major" and update["parent"] == v1 and update["summary"]["clicks"] == len(log_rows)
     assert registry.current_version() == update["version"]  # margin 1.0: any retrained model is promoted

@@ -163,3 +163,14 @@ def test_training_stops_when_the_loss_goes_nan(monkeypatch):
     assert gru.trained_with_nan and len(gru.loss_history) == 2, gru.loss_history
     with pytest.raises(NaNModelError):
         evaluate(gru, cyclic_sessions(n_sessions=5))
+
+
+def test_evaluation_can_score_only_flagged_targets_while_every_click_feeds_the_state():
+    gru = GRU4Rec(small(n_epochs=10), device="cpu").fit(cyclic_sessions())
+    test = cyclic_sessions(n_sessions=40, seed=1)
+    test["flag"] = (test.groupby("SessionId").cumcount() % 2 == 1)  # targets at positions 1, 3, 5 count
+    everything = evaluate(gru, test)
+    flagged = evaluate(gru, test, target_column="flag")
+    assert everything["events"] == 40 * 5 and flagged["events"] == 40 * 3
+    # the unflagged clicks still moved the state: i -> i+1 is predicted (dropping them would break the walk)
+    assert flagged["recall@5"] > 0.9, flagged
