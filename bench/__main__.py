@@ -29,12 +29,14 @@ BENCHMARKS: dict[str, list[str]] = {
     "retrain-time": ["bench.retrain_time"],
     "promotion-pause": ["bench.promotion_pause"],
     "warm-start": ["bench.warm_start"],
+    "online-study": ["bench.online_study"],
 }
 QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-params": ["--epochs", "1"],
          "gru4rec-diginetica": ["--epochs", "1"],
          "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"],
          "serving-latency": ["--seconds", "5", "--rate", "200", "--clicks", "3000"],
-         "retrain-time": ["--epochs", "1"], "promotion-pause": [], "warm-start": []}
+         "retrain-time": ["--epochs", "1"], "promotion-pause": [], "warm-start": [],
+         "online-study": ["--duration", "120", "--variants", "full", "frozen", "popular"]}
 
 
 def machine() -> dict:
@@ -50,7 +52,7 @@ def to_markdown(results: dict, facts: dict) -> str:
              "| benchmark | Recall@20 | MRR@20 | Recall@10 | MRR@10 | s/epoch | train events/s | peak RSS MB | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
-        if r.get("benchmark") == "stream_throughput":
+        if "recall@20" not in r and "error" not in r:
             continue
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error'][:80]} | | | | | | | |")
@@ -66,6 +68,16 @@ def to_markdown(results: dict, facts: dict) -> str:
                   f"{r['passthrough_clicks_per_s']:,.0f} clicks/s (ratio {r['worker_over_passthrough']:.2f}); "
                   f"click->slate latency at {r['latency_rate_target']:,.0f} clicks/s: p50 {r['latency_p50_ms']:,.0f} ms, "
                   f"p99 {r['latency_p99_ms']:,.0f} ms."]
+    for name, r in results.items():
+        if r.get("benchmark") == "online_study" and Path(r.get("table", "")).exists():
+            lines += ["", Path(r["table"]).read_text().strip(), "", f"Aims: {json.dumps(r.get('aims', {}))}; "
+                      f"plot: `{Path(r['plot']).relative_to(ROOT) if Path(r['plot']).is_relative_to(ROOT) else r['plot']}`."]
+    for name, r in results.items():  # the rest: their scalar figures as reported
+        if "error" in r or r.get("benchmark") in ("stream_throughput", "online_study") or "recall@20" in r:
+            continue
+        figures = ", ".join(f"{k} {v:,.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
+                            if isinstance(v, (int, float, bool)) and k not in ("benchmark",))
+        lines += ["", f"{name} (`{r.get('command', '')}`): {figures}."]
     return "\n".join(lines) + "\n"
 
 

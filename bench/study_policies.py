@@ -1,0 +1,225 @@
+"""The policies the online-learning study compares (``bench/online_study.py``).
+
+Each answers a micro-batch of clicks with one slate per click.  ``SystemPolicy`` is the stream's own
+online loop — :class:`stream.online.OnlineRecommender` with its GRU4Rec session state in Redis,
+multi-path candidates and DRN's dueling Q-network, :class:`stream.leader.DbgdLeader` deciding DBGD
+rounds, :class:`stream.drift.CtrDriftDetector` and :func:`models.retrain.retrain` for major updates —
+with parts switched off for the ablations.  The baselines: the recently most clicked items, and
+river's ``reco.BiasedMF`` learning from every click and every skipped slot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+from river import optim, reco
+
+from models.__main__ import publish_first_version
+from models.gru4rec import GRU4Rec
+from models.interleave import CURRENT, EXPLORER
+from models.itemstats import ItemStats
+from models.recommend import popular_items
+from models.registry import ModelRegistry
+from models.retrain import RetrainConfig, retrain
+from models.sessions import SessionStore
+from stream.drift import CtrDriftDetector
+from stream.leader import DbgdLeader
+from stream.online import OnlineRecommender
+from stream.records import Click, new_impression_id
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Request:
+    """One click of a simulated user, which asks for the next slate."""
+
+    session_id: str
+    user: str
+    item_id: str
+    ts: float
+    impression_id: str | None = None   # the slate the click came from, if any
+    position: int | None = None
+
+
+@dataclass
+class Slate:
+    items: list[str]
+    impression_id: str
+
+
+@dataclass
+class SystemOptions:
+    """How the study runs the system: which parts learn, and the settings of the online loop."""
+
+    explore: bool = True               # interleave the explorer (DBGD's minor updates need it)
+    dbgd: bool = True                  # decide DBGD rounds (W moves when the explorer wins)
+    retrains: bool = True              # major retrains: on a detected CTR drop and every ``retrain_every_clicks``
+    slate_size: int = 10
+    dbgd_window: int = 500
+    dbgd_alpha: float = 0.1
+    dbgd_eta: float = 0.05
+    retrain_every_clicks: int = 5_000
+    retrain_window_s: float = 200.0    # simulated seconds of the log a retrain reads
+    retrain_epochs: int = 5
+    retrain_learning_rate: float = 0.05
+    retrain_margin: float = 0.0        # a positive margin let repeated retrains ratchet quality down
+    drift_min_impressions: int = 2000
+    drift_retrain_after: int = 4000    # a drift retrain waits for this many impressions after the change
+    popular_half_life_s: float = 60.0
+    fresh_window_s: float = 300.0
+    seed: int = 0
+
+
+class SystemPolicy:
+    """streamrec's online loop, in process, against a real Redis (its own namespace)."""
+
+    def __init__(self, name: str, client: redis.Redis, model_path: str, opts: SystemOptions, namespace: str) -> None:
+        self.name, self.client, self.opts, self.prefix = name, client, opts, namespace
+        self.settings = Settings(
+            topic_prefix=namespace, explore=opts.explore, slate_size=opts.slate_size, dbgd_window=opts.dbgd_window,
+            dbgd_window_s=1e12, dbgd_alpha=opts.dbgd_alpha, dbgd_eta=opts.dbgd_eta, seed=opts.seed,
+            popular_half_life_s=opts.popular_half_life_s, fresh_window_s=opts.fresh_window_s,
+            stats_snapshot_s=1e12, session_ttl_s=24 * 3600, torch_threads=1)
+        self.registry = ModelRegistry(client, namespace=namespace)
+        publish_first_version(self.registry, GRU4Rec.load(model_path, device="cpu"), opts.dbgd_alpha, opts.seed)
+        self.online = OnlineRecommender(self.settings, self.registry,
+                                        SessionStore(client, namespace, self.settings.session_ttl_s,
+                                                     self.settings.session_max_items))
+        self.leader = DbgdLeader(self.settings, self.registry) if opts.dbgd and opts.explore else None
+        self.drift = CtrDriftDetector(min_impressions=opts.drift_min_impressions, retrain_after=opts.drift_retrain_after)
+        self.floor: float | None = None     # as stream.retrainer.Retrainer: no window reaches back before a drift cut
+        self.clicks_log: list[dict] = []    # what Kafka's clicks and recommendations topics would hold
+        self.slates_log: list[dict] = []
+        self.clicks_since_retrain = 0
+        self.events: list[dict] = []        # DBGD acceptances, drift detections, retrains: for the plot
+
+    def answer(self, requests: list[Request], t: float) -> list[Slate]:
+        clicks = [Click(session_id=r.session_id, item_id=r.item_id, ts=r.ts, user_id=r.user,
+                        impression_id=r.impression_id, position=r.position) for r in requests]
+        start = len(self.clicks_log)
+        offsets = [(0, start + n) for n in range(len(clicks))]
+        for (_, off), c in zip(offsets, clicks):
+            self.clicks_log.append({**c.model_dump(), "_partition": 0, "_offset": off})
+        slates, feedback = self.online.process(clicks, [r.ts for r in requests], offsets)
+        for n, s in enumerate(slates):
+            self.slates_log.append({**s.model_dump(), "ts": requests[n].ts, "_partition": 0,
+                                    "_offset": len(self.slates_log)})
+        self.clicks_since_retrain += len(clicks)
+        trigger, since, now_ts = None, None, requests[-1].ts
+        for message in feedback.as_messages():
+            if self.drift.update(int(message["impressions"]), int(message[CURRENT]) + int(message[EXPLORER]), now_ts):
+                self.events.append({"t": t, "event": "drift detected"})
+            due, cut_ts = self.drift.retrain_due()
+            if due:
+                trigger, since = "drift", cut_ts
+            if self.leader is not None:
+                update = self.leader.observe(message)
+                if update is not None and update.summary.get("accepted"):
+                    self.events.append({"t": t, "event": "DBGD accepted"})
+        if self.opts.retrains and trigger is None and self.clicks_since_retrain >= self.opts.retrain_every_clicks:
+            trigger = "clicks"
+        if self.opts.retrains and trigger is not None:
+            if since is not None:
+                self.floor = since
+            start = since if since is not None else max(now_ts - self.opts.retrain_window_s, self.floor or 0.0)
+            self._retrain(trigger, t, start)
+        self.online.refresh_model(force=True)
+        return [Slate(s.items, s.impression_id) for s in slates]
+
+    def _retrain(self, trigger: str, t: float, since: float) -> None:
+        """A major update over the log since ``since``, as the leader worker runs it."""
+        o = self.opts
+        clicks = [c for c in self.clicks_log if c["ts"] >= since]
+        slates = [s for s in self.slates_log if s["ts"] >= since]
+        config = RetrainConfig(epochs=o.retrain_epochs, learning_rate=o.retrain_learning_rate, margin=o.retrain_margin,
+                               alpha=o.dbgd_alpha, seed=o.seed, half_life_s=o.popular_half_life_s,
+                               fresh_window_s=o.fresh_window_s)
+        outcome = retrain(self.registry, clicks, slates, config, trigger)
+        self.clicks_since_retrain = 0
+        self.events.append({"t": t, "event": f"retrain ({trigger}): " + ("promoted" if outcome.promoted else
+                                                                         "not promoted"),
+                            "reason": outcome.reason})
+        log.info("%s: retrain (%s) at %.0f s -> %s (%s)", self.name, trigger, t, outcome.version, outcome.reason)
+
+    def close(self) -> None:
+        keys = list(self.client.scan_iter(f"{self.prefix}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            self.client.delete(*keys[start: start + 1000])
+
+
+class PopularPolicy:
+    """The recently most clicked items (decayed counts), leaving out what the session already clicked."""
+
+    def __init__(self, name: str, slate_size: int = 10, half_life_s: float = 60.0) -> None:
+        self.name, self.k = name, slate_size
+        self.stats = ItemStats(half_life_s, 300.0)
+        self.seen: dict[str, list[str]] = defaultdict(list)
+        self.events: list[dict] = []
+
+    def answer(self, requests: list[Request], t: float) -> list[Slate]:
+        for r in requests:
+            self.stats.click(r.item_id, r.ts, from_slate=r.impression_id is not None)
+            self.seen[r.session_id].append(r.item_id)
+        now = max(r.ts for r in requests)
+        pool = [i for i, _ in popular_items(self.stats, now, self.k + 20)]
+        out = []
+        for r in requests:
+            seen = set(self.seen[r.session_id])
+            out.append(Slate([i for i in pool if i not in seen][: self.k], new_impression_id()))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class BiasedMFPolicy:
+    """river's ``reco.BiasedMF`` learning online: 1 for each click, 0 for each slot of a slate left unclicked.
+
+    Users are the simulated users (they come back), so this baseline knows who is asking, which the
+    session-based system does not.  Scoring uses the model's own parameters for every item it has
+    learned about, as one matrix product per batch (``predict_one`` item by item would be the same
+    numbers, far slower); items it has never seen are not recommended.
+    """
+
+    def __init__(self, name: str, slate_size: int = 10, seed: int = 0) -> None:
+        self.name, self.k = name, slate_size
+        self.model = reco.BiasedMF(
+            n_factors=10, bias_optimizer=optim.SGD(0.025), latent_optimizer=optim.SGD(0.05), l2_bias=0.0,
+            l2_latent=0.001, latent_initializer=optim.initializers.Normal(mu=0.0, sigma=0.1, seed=seed), seed=seed)
+        self.shown: dict[str, list[str]] = {}   # impression -> items
+        self.seen: dict[str, list[str]] = defaultdict(list)
+        self.events: list[dict] = []
+
+    def answer(self, requests: list[Request], t: float) -> list[Slate]:
+        m = self.model
+        for r in requests:
+            shown = self.shown.pop(r.impression_id, None) if r.impression_id else None
+            if shown is not None:
+                for pos, item in enumerate(shown):
+                    if pos != r.position:
+                        m.learn_one(r.user, item, 0.0)
+            m.learn_one(r.user, r.item_id, 1.0)
+            self.seen[r.session_id].append(r.item_id)
+        items = list(m.i_biases)
+        ib = np.array([m.i_biases[i] for i in items])
+        il = np.stack([m.i_latents[i] for i in items])
+        out = []
+        for r in requests:
+            ul = m.u_latents.get(r.user)
+            scores = ib + (il @ ul if ul is not None else 0.0)
+            seen = set(self.seen[r.session_id])
+            order = np.argsort(-scores, kind="stable")
+            slate = [items[j] for j in order[: self.k + len(seen)] if items[j] not in seen][: self.k]
+            imp = new_impression_id()
+            self.shown[imp] = slate
+            out.append(Slate(slate, imp))
+        return out
+
+    def close(self) -> None:
+        pass
