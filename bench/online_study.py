@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         setattr(system, name, type(getattr(system, name))(value))
     cfg = StudyConfig(items=args.items, users=args.users, rate=args.rate, duration=args.duration, seed=args.seed,
                       organic_sessions=args.organic_sessions, drift_at=args.drift_at, system=system)
-    command = "python -m bench.online_study " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(["python -m bench.online_study", *(argv if argv is not None else sys.argv[1:])])
     model_path = first_model(cfg)
     state = Path(tempfile.mkdtemp(prefix="bench-study-"))
     rds = local.start_redis(state)

@@ -62,8 +62,8 @@ class SystemOptions:
     retrains: bool = True              # major retrains: on a detected CTR drop and every ``retrain_every_clicks``
     slate_size: int = 10
     dbgd_window: int = 500
-    dbgd_alpha: float = 0.1
-    dbgd_eta: float = 0.05
+    dbgd_alpha: float = 0.3            # the 0.1 / 0.05 moved CTR by nothing measurable here (README)
+    dbgd_eta: float = 0.5
     retrain_every_clicks: int = 5_000
     retrain_window_s: float = 200.0    # simulated seconds of the log a retrain reads
     retrain_epochs: int = 5

@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             # simulated time runs fast: popularity and freshness on the scale of the run
             "STREAMREC_POPULAR_HALF_LIFE_S": "60", "STREAMREC_FRESH_WINDOW_S": "300",
             "STREAMREC_METRICS_WINDOW_S": "5", "STREAMREC_DBGD_WINDOW": "500", "STREAMREC_DBGD_WINDOW_S": "60",
+            # DBGD steps of the online-learning study: the 0.1 / 0.05 moved CTR by nothing measurable
+            "STREAMREC_DBGD_ALPHA": "0.3", "STREAMREC_DBGD_ETA": "0.5",
             # the settings of the online-learning study (python -m bench.online_study), same scale: a drift
             # retrain learns from the 4,000 impressions after the change; then one every 5,000 clicks
             "STREAMREC_DRIFT_MIN_IMPRESSIONS": "2000", "STREAMREC_DRIFT_RETRAIN_AFTER": "4000",

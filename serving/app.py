@@ -106,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         impression = new_impression_id()
         if served.fallback:
             metrics.fallbacks.labels(served.reason).inc()
+        else:
+            metrics.ranked_by.labels(served.ranked_by).inc()
         metrics.slates.labels(served.model_version).inc()
         now = time.time()
         items, scores = [i for i, _ in served.items], [s for _, s in served.items]

@@ -21,6 +21,8 @@ class ServingMetrics:
                                  registry=r)
         self.slates = Counter("streamrec_serving_slates", "slates served, by model version", ["model_version"],
                               registry=r)
+        self.ranked_by = Counter("streamrec_serving_ranked_by", "model slates by who ranked them: the stream "
+                                 "(stored with the session) or the serving endpoint itself", ["by"], registry=r)
         self.model = Gauge("streamrec_serving_model", "1 for the model version in use", ["version"], registry=r)
         self.model_age = Gauge("streamrec_serving_model_age_seconds", "seconds since the model in use was created",
                                registry=r)

@@ -1,9 +1,12 @@
 """A session's slate for the serving endpoint: the stream's ranking, or a flagged fallback, never an error.
 
-The ranking is :func:`models.recommend.rank` with the current weights W on the session's stored
-GRU state, the item statistics the workers snapshot to Redis, and the registry's current model, so
-a session gets what the stream would show it after its last click (without the explorer's
-interleaving: serving exploits, the stream explores).
+A session gets what the stream's current weights W ranked for it after its last click (without the
+explorer's interleaving: serving exploits, the stream explores).  The stream keeps the top of that
+ranking with the session's state (``STREAMREC_SESSION_RANKING_ITEMS``), so while the version that
+made it is still current the answer is one Redis read, no model work.  Otherwise (another version
+promoted since, a larger ``k``, or the stored ranking turned off) it ranks itself with
+:func:`models.recommend.rank` on the session's stored GRU state, the item statistics the workers
+snapshot to Redis, and the registry's current model: the same code the stream runs.
 
 Degradation (the design notes' service degradation), each one flagged with a ``reason``:
 
@@ -49,6 +52,7 @@ class Served:
     model_version: str
     fallback: bool
     reason: str | None = None
+    ranked_by: str = "serving"  # "stream": the stored ranking, "serving": ranked for this request, or the fallback
 
 
 class ServingRecommender:
@@ -143,6 +147,8 @@ class ServingRecommender:
             st = states.get(sid)
             if st is None or not st.items:
                 out[n] = self._fallback(k, "unknown-session")
+            elif st.ranking is not None and st.ranking_version == model.name and k <= len(st.ranking):
+                out[n] = Served(st.ranking[:k], model.name, False, ranked_by="stream")
             else:
                 known.append(n)
         if known:

@@ -151,8 +151,13 @@ class OnlineRecommender:
         seen: list[list[str]] = [[]] * len(clicks)
         for idx in rounds:  # one batched GRU step per round; order within each session holds
             self._step(m, [clicks[i] for i in idx], [offsets[i] for i in idx], states, idx, last, contexts, seen)
-        self.sessions.put_many({sid: st for sid, st in states.items() if st is not None})
         ranked = rank(m, last, contexts, seen, self.stats, t, self.params, explore=self.s.explore)
+        if self.s.session_ranking_items:  # W's ranking after each session's last click, for the serving endpoint
+            for click, r in zip(clicks, ranked):
+                st = states[click.session_id]
+                st.ranking = [(i, round(q, 6)) for i, q in r.current[: self.s.session_ranking_items]]
+                st.ranking_version = m.name
+        self.sessions.put_many({sid: st for sid, st in states.items() if st is not None})
         return self._slates(m, clicks, produced_at, ranked, feedback), feedback
 
     def _credit(self, click: Click, feedback: Feedback) -> None:

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # --- session state (Redis; keys are prefixed with topic_prefix too)
     session_ttl_s: int = Field(1800, ge=1, description="a session's state expires after this much inactivity")
     session_max_items: int = Field(20, ge=1, description="recent items kept per session (state rebuilds)")
+    session_ranking_items: int = Field(20, ge=0, description="the top of W's ranking kept with each session's state "
+                                       "for the serving endpoint to answer from (0: serving always ranks itself)")
 
     # --- candidates and ranking
     candidates_gru: int = Field(40, ge=1, description="top-N items by GRU4Rec score")

@@ -42,9 +42,11 @@ def _publish_without_exploration(registry: ModelRegistry, gru) -> str:
     return same
 
 
-@pytest.mark.parametrize("ann_min_items", [10_000, 0], ids=["exact-recall", "hnsw-recall"])
-def test_serving_returns_the_ranking_the_stream_would(services, topics, tiny_gru, shared_data, ann_min_items):
-    settings = _settings(services, topics, ann_min_items=ann_min_items)
+@pytest.mark.parametrize("ann_min_items, stored", [(10_000, 0), (0, 0), (10_000, 20)],
+                         ids=["exact-recall", "hnsw-recall", "stored-ranking"])
+def test_serving_returns_the_ranking_the_stream_would(services, topics, tiny_gru, shared_data, ann_min_items, stored):
+    """Serving ranks itself (stored=0) or answers from the ranking the stream kept with the session (stored=20)."""
+    settings = _settings(services, topics, ann_min_items=ann_min_items, session_ranking_items=stored)
     client = redis.Redis.from_url(services.redis)
     registry = ModelRegistry(client, namespace=topics)
     version = _publish_without_exploration(registry, tiny_gru)
@@ -77,6 +79,8 @@ def test_serving_returns_the_ranking_the_stream_would(services, topics, tiny_gru
         assert 'streamrec_serving_model{version="%s"} 1.0' % version in text
         assert 'streamrec_serving_fallbacks_total{reason="unknown-session"} 1.0' in text
         assert 'streamrec_serving_requests_total{route="/recommendations/{session_id}",status="200"}' in text
+        by = "stream" if stored else "serving"
+        assert f'streamrec_serving_ranked_by_total{{by="{by}"}} {float(len(impressions))}' in text, text
     published = consume(services.kafka, [f"{topics}recommendations"], timeout=30,
                         until=lambda r: {v["impression_id"] for _, v, *_ in r[f"{topics}recommendations"]}
                         >= set(impressions))
