@@ -8,10 +8,15 @@ stream's own code (``stream.online.OnlineRecommender``) answers ``--clicks`` Dig
 which writes real session states and item statistics to Redis.  Then ``python -m serving`` runs in
 its own process and a second process loads it, always asking for sessions that exist:
 
+The stream keeps W's ranking with each session (``STREAMREC_SESSION_RANKING_ITEMS``), so until a new
+version is promoted serving answers from it; afterwards it ranks each request itself.  Both paths are
+measured:
+
+0. **highest rate, stored rankings**: wrk with ``--connections`` keep-alive connections for ``--seconds``;
 1. **fixed rate**: an asyncio client (plain HTTP/1.1 on asyncio streams) sends ``--rate`` requests/s on a fixed schedule (open
    loop: latency counts from the scheduled send time, so a stall is not hidden); half way through a
    new major version is published and promoted, and the latency around the switch is reported;
-2. **highest rate**: wrk with ``--connections`` keep-alive connections for ``--seconds``.
+2. **highest rate, ranked by serving**: wrk again, after the promotion.
 
 Prints one JSON object.  Figures, not assertions.
 """
@@ -108,7 +113,10 @@ async def _fixed_rate(port: int, sessions: list[str], rate: float, seconds: floa
     ok = lat[~np.isnan(lat)]
     around = lat[(sent_at >= promoted_at) & (sent_at < promoted_at + 5.0)]
     around = around[~np.isnan(around)]
-    return {"rate_target": rate, "requests": n, "ok": int(ok.size), "errors": errors, "fallbacks": int(fallbacks),
+    before = lat[sent_at < promoted_at]
+    before = before[~np.isnan(before)]
+    return {"before_promotion_p50_ms": float(np.percentile(before, 50)),
+            "before_promotion_p99_ms": float(np.percentile(before, 99)),"rate_target": rate, "requests": n, "ok": int(ok.size), "errors": errors, "fallbacks": int(fallbacks),
             "achieved_rps": ok.size / max(float(done_at.max()), seconds), "p50_ms": float(np.percentile(ok, 50)),
             "p99_ms": float(np.percentile(ok, 99)), "max_ms": float(ok.max()),
             "promotion_at_s": round(promoted_at, 2), "after_promotion_5s_p99_ms": float(np.percentile(around, 99)),
@@ -188,12 +196,21 @@ def main(argv: list[str] | None = None) -> int:
             version = publish_first_version(registry, second, promote=False)
             registry.promote(version)
 
+        # while the sessions' stored rankings are from the current version: one Redis read per request
+        highest_stored = _wrk(base, sessions, args.connections, args.seconds, state)
         fixed = asyncio.run(_fixed_rate(port, sessions, args.rate, args.seconds, promote))
+        switch_deadline = time.monotonic() + 120  # loading and indexing 43k items takes a few seconds
+        while httpx.get(f"{base}/readyz").json()["model_version"] == first and time.monotonic() < switch_deadline:
+            time.sleep(0.5)
         served_version = httpx.get(f"{base}/readyz").json()["model_version"]
+        # after the promotion every stored ranking is from the old version: serving ranks each request itself
         highest = _wrk(base, sessions, args.connections, args.seconds, state)
+        ranked_by = {m.group(1): float(m.group(2)) for m in re.finditer(
+            r'streamrec_serving_ranked_by_total\{by="(\w+)"\} ([\d.e+]+)', httpx.get(f"{base}/metrics").text)}
         result = {"benchmark": "serving_latency", "catalog_items": gru.n_items, "hidden": args.hidden,
                   "sessions": len(sessions), "first_version": first, "version_after_promotion": served_version,
-                  "fixed_rate": fixed, "highest_rate": highest,
+                  "fixed_rate": fixed, "highest_rate_stored_rankings": highest_stored,
+                  "highest_rate_ranked_by_serving": highest, "ranked_by": ranked_by,
                   "command": f"python -m bench.serving_latency --rate {args.rate:g} --seconds {args.seconds:g} "
                              f"--connections {args.connections} --clicks {args.clicks} --workers {args.workers}"}
         print(json.dumps(result, indent=2))
