@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=100.0, help="clicks per second")
     p.add_argument("--items", type=int, default=2000)
     p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--sessions", type=int, default=20_000, help="organic sessions the first model learns from")
+    p.add_argument("--sessions", type=int, default=2_000,
+                   help="organic sessions the first model learns from (a small log: the run shows it learning)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--port", type=int, default=8000, help="the serving endpoint's port")
     args = p.parse_args(argv)
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                  env["STREAMREC_TOPIC_PREFIX"])
 
         log.info("a first model: %d organic sessions, GRU4Rec trained on them, published", args.sessions)
-        _py(["simulator", "log", *world, "--scenario", "drift", "--duration", str(args.duration), "--sessions", str(args.sessions), "--out", str(state / "organic.tsv")], env)
+        _py(["simulator", "log", *world, "--scenario", "drift", "--duration", str(args.duration),
+             "--sessions", str(args.sessions), "--out", str(state / "organic.tsv")], env)
         _py(["models", "train", "--train", str(state / "organic.tsv"), "--layers", "64", "--n-epochs", "3",
              "--loss", "cross-entropy", "--n-sample", "512", "--batch-size", "64", "--learning-rate", "0.05",
              "--out", str(state / "gru.pt")], env)
