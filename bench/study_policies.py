@@ -30,6 +30,7 @@ from stream.drift import CtrDriftDetector
 from stream.leader import DbgdLeader
 from stream.online import OnlineRecommender
 from stream.records import Click, new_impression_id
+from stream.retrainer import Retrainer
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class SystemPolicy:
             topic_prefix=namespace, explore=opts.explore, slate_size=opts.slate_size, dbgd_window=opts.dbgd_window,
             dbgd_window_s=1e12, dbgd_alpha=opts.dbgd_alpha, dbgd_eta=opts.dbgd_eta, seed=opts.seed,
             popular_half_life_s=opts.popular_half_life_s, fresh_window_s=opts.fresh_window_s,
-            stats_snapshot_s=1e12, session_ttl_s=24 * 3600, torch_threads=1)
+            stats_snapshot_s=1e12, session_ttl_s=24 * 3600, torch_threads=1, retrain_window_s=opts.retrain_window_s)
         self.registry = ModelRegistry(client, namespace=namespace)
         publish_first_version(self.registry, GRU4Rec.load(model_path, device="cpu"), opts.dbgd_alpha, opts.seed)
         self.online = OnlineRecommender(self.settings, self.registry,
@@ -93,7 +94,7 @@ class SystemPolicy:
                                                      self.settings.session_max_items))
         self.leader = DbgdLeader(self.settings, self.registry) if opts.dbgd and opts.explore else None
         self.drift = CtrDriftDetector(min_impressions=opts.drift_min_impressions, retrain_after=opts.drift_retrain_after)
-        self.floor: float | None = None     # as stream.retrainer.Retrainer: no window reaches back before a drift cut
+        self.retrainer = Retrainer(self.settings, self.registry)  # only its window rule: retrains run here
         self.clicks_log: list[dict] = []    # what Kafka's clicks and recommendations topics would hold
         self.slates_log: list[dict] = []
         self.clicks_since_retrain = 0
@@ -126,9 +127,8 @@ class SystemPolicy:
             trigger = "clicks"
         if self.opts.retrains and trigger is not None:
             if since is not None:
-                self.floor = since
-            start = since if since is not None else max(now_ts - self.opts.retrain_window_s, self.floor or 0.0)
-            self._retrain(trigger, t, start)
+                self.retrainer.floor = since  # as Retrainer.due does for a drift request
+            self._retrain(trigger, t, self.retrainer.window_start(now_ts, since))
         self.online.refresh_model(force=True)
         return [Slate(s.items, s.impression_id) for s in slates]
 

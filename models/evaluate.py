@@ -22,6 +22,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Literal
 
@@ -89,7 +90,7 @@ def evaluate(gru: GRU4Rec, test: pd.DataFrame, cutoffs=(5, 10, 20), mode: TieMod
     # the same walk over a 0/1 column: its "targets" say which events count
     flags = (SessionParallelBatches(test[target_column].to_numpy().astype(np.int64), offsets, batch_size)
              if target_column is not None else None)
-    for step, flag in zip(steps, flags if flags is not None else iter(lambda: None, 0)):
+    for step, flag in zip(steps, flags if flags is not None else itertools.repeat(None)):
         if step.reset is not None:
             hidden[:, step.reset] = 0.0
             if step.keep is not None:
