@@ -48,6 +48,7 @@ from bench.study_policies import BiasedMFPolicy, PopularPolicy, Request, SystemO
 from infra import local
 from models.gru4rec import GRU4Rec, GRU4RecParams
 from simulator.clickmodel import ClickModel
+from simulator.loop import Window  # the closed loop's own per-window counters and figures
 from simulator.organic import organic_log
 from simulator.population import Population, Session
 from simulator.scenario import Scenario
@@ -103,29 +104,14 @@ def first_model(cfg: StudyConfig) -> Path:
     return path
 
 
-@dataclass
-class Window:
-    slates: int = 0
-    clicks: int = 0
-    expected: float = 0.0
-    oracle: float = 0.0
-
-    def report(self, start: float, end: float, n_clicks: int) -> dict:
-        n = max(self.slates, 1)
-        return {"start_s": start, "end_s": end, "events": n_clicks, "slates": self.slates, "ctr": self.clicks / n,
-                "expected_ctr": self.expected / n, "oracle_ctr": self.oracle / n,
-                "regret": (self.oracle - self.expected) / n}
-
-
 def simulate(cfg: StudyConfig, policy, progress=None) -> list[dict]:
     """Run the closed loop against one policy; the windows' figures, in time order."""
     world, click_model, population = build_world(cfg)
-    rng_ts = BASE_TS
     due: list[tuple[float, int, str, int, str | None, int | None]] = []
     sessions: dict[str, Session] = {}
     seq = i = 0
     windows: list[dict] = []
-    window, window_start, window_events = Window(), 0.0, 0
+    window, window_start = Window(), 0.0
     n_batches = int(round(cfg.duration / cfg.batch_s))
     for b in range(1, n_batches + 1):
         batch_end = b * cfg.batch_s
@@ -143,7 +129,7 @@ def simulate(cfg: StudyConfig, policy, progress=None) -> list[dict]:
                 item = population.organic_click(session, t)
             contexts.append((session.user, session.category, t))
             population.after_click(session, item)
-            requests.append(Request(sid, f"u{session.user}", str(world.item_ids[item]), rng_ts + t, imp, pos))
+            requests.append(Request(sid, f"u{session.user}", str(world.item_ids[item]), BASE_TS + t, imp, pos))
             i += 1
         if not requests:
             continue
@@ -155,7 +141,8 @@ def simulate(cfg: StudyConfig, policy, progress=None) -> list[dict]:
             slate_attr = np.where(idx >= 0, attraction[np.maximum(idx, 0)], 0.0) if len(idx) else np.zeros(0)
             position = click_model.respond(session.rng, slate_attr) if len(idx) else None
             window.slates += 1
-            window.clicks += position is not None
+            window.slots += len(idx)
+            window.slate_clicks += position is not None
             if len(idx):
                 window.expected += click_model.p_click(slate_attr)
                 window.oracle += click_model.oracle(attraction, len(idx))[1]
@@ -168,10 +155,11 @@ def simulate(cfg: StudyConfig, policy, progress=None) -> list[dict]:
             else:
                 heapq.heappush(due, (t + gap, seq, req.session_id, -1, None, None))
             seq += 1
-        window_events += len(requests)
+        window.clicks_sent += len(requests)
         if batch_end - window_start >= cfg.window_s - 1e-9:
-            windows.append(window.report(window_start, batch_end, window_events))
-            window, window_start, window_events = Window(), batch_end, 0
+            windows.append({**window.report(), "start_s": window_start, "end_s": batch_end,
+                            "events": window.clicks_sent})
+            window, window_start = Window(), batch_end
         if progress is not None:
             progress(len(requests))
     return windows

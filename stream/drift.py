@@ -100,11 +100,11 @@ class CtrDriftDetector:
         batches = list(self._batches)
         if not batches:
             return None, first
-        n = np.array([b[2] for b in batches], dtype=float)
-        c = np.array([b[3] for b in batches], dtype=float)
+        n = np.cumsum([b[2] for b in batches], dtype=float)
+        c = np.cumsum([b[3] for b in batches], dtype=float)
         best, split = -np.inf, 0
         for k in range(1, len(batches)):  # segment 1 = batches[:k], segment 2 = batches[k:]
-            fit = _bernoulli_ll(c[:k].sum(), n[:k].sum()) + _bernoulli_ll(c[k:].sum(), n[k:].sum())
+            fit = _bernoulli_ll(c[k - 1], n[k - 1]) + _bernoulli_ll(c[-1] - c[k - 1], n[-1] - n[k - 1])
             if fit > best:
                 best, split = fit, k
         return batches[split][0], batches[split][1]
