@@ -28,38 +28,30 @@ CURRENT, EXPLORER = "current", "explorer"
 
 def team_draft(current: Sequence[str], explorer: Sequence[str], k: int,
                rng: random.Random) -> tuple[list[str], list[str]]:
-    """Merge two rankings by team-draft interleaving; return the slate and each slot's team."""
+    """Merge two rankings by team-draft interleaving; return the slate and each slot's team.
+
+    Called once per click, so it is written as a plain loop over two pointers.
+    """
     slate: list[str] = []
     teams: list[str] = []
-    seen: set[str] = set()
-    picks = {CURRENT: 0, EXPLORER: 0}
-    pointers = {CURRENT: 0, EXPLORER: 0}
-    lists = {CURRENT: current, EXPLORER: explorer}
-
-    def next_item(team: str) -> str | None:
-        lst, i = lists[team], pointers[team]
-        while i < len(lst) and lst[i] in seen:
-            i += 1
-        pointers[team] = i
-        return lst[i] if i < len(lst) else None
-
+    taken: set[str] = set()
+    i = j = 0                      # each list's next candidate
+    n_cur = n_exp = 0              # picks so far
+    len_cur, len_exp = len(current), len(explorer)
     while len(slate) < k:
-        avail = {t: next_item(t) for t in (CURRENT, EXPLORER)}
-        if avail[CURRENT] is None and avail[EXPLORER] is None:
+        while i < len_cur and current[i] in taken:
+            i += 1
+        while j < len_exp and explorer[j] in taken:
+            j += 1
+        if i == len_cur and j == len_exp:
             break
-        if avail[CURRENT] is None:
-            team = EXPLORER
-        elif avail[EXPLORER] is None:
-            team = CURRENT
-        elif picks[CURRENT] != picks[EXPLORER]:
-            team = CURRENT if picks[CURRENT] < picks[EXPLORER] else EXPLORER
+        if j == len_exp or (i < len_cur and (n_cur < n_exp or (n_cur == n_exp and rng.random() < 0.5))):
+            item, team, i, n_cur = current[i], CURRENT, i + 1, n_cur + 1
         else:
-            team = CURRENT if rng.random() < 0.5 else EXPLORER
-        item = avail[team]
+            item, team, j, n_exp = explorer[j], EXPLORER, j + 1, n_exp + 1
         slate.append(item)
         teams.append(team)
-        seen.add(item)
-        picks[team] += 1
+        taken.add(item)
     return slate, teams
 
 

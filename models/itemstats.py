@@ -42,12 +42,8 @@ class ItemStats:
         self.first_seen: OrderedDict[str, float] = OrderedDict()
         self._popular: list[str] = []
         self._popular_at = -math.inf
-        self._features: dict[str, tuple[float, float, float]] = {}  # memo of features() while nothing changes
-        self._features_key: tuple | None = None
-        self.changes = 0
 
     def click(self, item: str, t: float, from_slate: bool = False) -> None:
-        self.changes += 1
         count, at = self._clicks.get(item, (0.0, t))
         self._clicks[item] = (count * math.exp(-self.decay * max(t - at, 0.0)) + 1.0, t)
         if item not in self.first_seen:
@@ -56,7 +52,6 @@ class ItemStats:
             self._slate_clicks[item] = self._slate_clicks.get(item, 0) + 1
 
     def shown(self, items: list[str]) -> None:
-        self.changes += 1
         for item in items:
             self._shown[item] = self._shown.get(item, 0) + 1
 
@@ -73,18 +68,24 @@ class ItemStats:
         return 0.0 if first is None else math.exp(-max(t - first, 0.0) / self.fresh_window_s)
 
     def features(self, item: str, t: float) -> tuple[float, float, float]:
-        """The ranker's action features of an item at time t: log(1 + recent clicks), CTR, freshness.
+        """The ranker's action features of one item at time t: log(1 + recent clicks), CTR, freshness."""
+        return tuple(self.features_many([item], t)[0].tolist())
 
-        Remembered until the statistics change or t moves, so the serving endpoint (which reads a
-        fixed snapshot) computes each item's features once per snapshot.
+    def features_many(self, items: list[str], t: float) -> np.ndarray:
+        """:meth:`features` of many items at once, (n, 3) float32: the ranker asks for thousands per batch.
+
+        Only the dictionary look-ups are per item; the arithmetic is numpy's.
         """
-        if self._features_key != (t, self.changes):
-            self._features, self._features_key = {}, (t, self.changes)
-        f = self._features.get(item)
-        if f is None:
-            f = self._features[item] = (math.log1p(self.recent_clicks(item, t)), self.ctr(item),
-                                        self.freshness(item, t))
-        return f
+        nothing = (0.0, t)
+        clicks = np.array([self._clicks.get(i, nothing) for i in items], dtype=np.float64).reshape(-1, 2)
+        slate = np.fromiter((self._slate_clicks.get(i, 0) for i in items), dtype=np.float64, count=len(items))
+        shown = np.fromiter((self._shown.get(i, 0) for i in items), dtype=np.float64, count=len(items))
+        first = np.fromiter((self.first_seen.get(i, np.nan) for i in items), dtype=np.float64, count=len(items))
+        out = np.empty((len(items), 3), dtype=np.float32)
+        out[:, 0] = np.log1p(clicks[:, 0] * np.exp(-self.decay * np.maximum(t - clicks[:, 1], 0.0)))
+        out[:, 1] = (slate + 0.2) / (shown + 20)
+        out[:, 2] = np.nan_to_num(np.exp(-np.maximum(t - first, 0.0) / self.fresh_window_s), nan=0.0)
+        return out
 
     def popular(self, t: float, k: int) -> list[str]:
         """The k items with the most recent clicks (recomputed at most every ``refresh_s``)."""
@@ -109,16 +110,27 @@ class ItemStats:
     def to_bytes(self) -> bytes:
         """Everything in compact arrays (a 43k-item catalog is about 2 MB), for Redis."""
         items = list(self.first_seen)  # every clicked item, in the order first seen
-        counts = np.array([self._clicks.get(i, (0.0, 0.0)) for i in items], dtype=np.float64).reshape(-1, 2)
+        n = len(items)
+        nothing = (0.0, 0.0)
+        counts = np.fromiter((x for i in items for x in self._clicks.get(i, nothing)), dtype=np.float64,
+                             count=2 * n).reshape(-1, 2)
         shown = list(self._shown)
         buf = io.BytesIO()
         np.savez(buf, params=np.array([self.decay, self.fresh_window_s, self.refresh_s]),
                  items=np.frombuffer(json.dumps(items).encode(), dtype=np.uint8),
-                 first=np.array([self.first_seen[i] for i in items], dtype=np.float64), counts=counts,
-                 slate_clicks=np.array([self._slate_clicks.get(i, 0) for i in items], dtype=np.int64),
+                 first=np.fromiter(self.first_seen.values(), dtype=np.float64, count=n), counts=counts,
+                 slate_clicks=np.fromiter((self._slate_clicks.get(i, 0) for i in items), dtype=np.int64, count=n),
                  shown_items=np.frombuffer(json.dumps(shown).encode(), dtype=np.uint8),
-                 shown=np.array([self._shown[i] for i in shown], dtype=np.int64))
+                 shown=np.fromiter(self._shown.values(), dtype=np.int64, count=len(shown)))
         return buf.getvalue()
+
+    def copy(self) -> ItemStats:
+        """A copy that the stream can go on changing this one beside (a snapshot is written from a thread)."""
+        other = ItemStats.__new__(ItemStats)
+        other.__dict__.update(self.__dict__)
+        other._clicks, other._shown, other._slate_clicks = dict(self._clicks), dict(self._shown), dict(self._slate_clicks)
+        other.first_seen, other._popular = OrderedDict(self.first_seen), list(self._popular)
+        return other
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> ItemStats:

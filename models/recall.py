@@ -80,12 +80,16 @@ class CatalogIndex:
         q = torch.cat([h.detach().float(), torch.ones(h.shape[0], 1), torch.zeros(h.shape[0], 1)], 1).numpy()
         params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
         _, found = self.hnsw.search(np.ascontiguousarray(q, dtype=np.float32), k, params=params)
-        rows = []
-        for row, items in enumerate(exclude):
-            skip = set(items)
-            kept = [int(i) for i in found[row] if i >= 0 and i not in skip][:n]
-            rows.append(kept + [-1] * (n - len(kept)))
-        idx = torch.tensor(rows, dtype=torch.long)
+        skip = found < 0
+        if extra:  # drop excluded items, then keep each row's first n: all in numpy, no per-row Python
+            excluded = np.full((len(exclude), extra), -2, dtype=found.dtype)
+            for row, items in enumerate(exclude):
+                excluded[row, : len(items)] = items
+            skip |= (found[:, :, None] == excluded[:, None, :]).any(2)
+        order = np.argsort(skip, axis=1, kind="stable")[:, :n]
+        kept = np.take_along_axis(found, order, 1)
+        kept[np.take_along_axis(skip, order, 1)] = -1
+        idx = torch.from_numpy(kept.astype(np.int64))
         values = self.scores(h, idx)
         order = torch.argsort(values, dim=1, descending=True, stable=True)
         return idx.gather(1, order), values.gather(1, order)

@@ -172,6 +172,40 @@ def state_context(st: SessionState) -> list[float]:
     return session_context(st.clicks, st.first_ts, st.prev_ts, st.last_ts)
 
 
+def candidates(model: LoadedModel, last: torch.Tensor, seen_items: list[list[str]], stats: ItemStats, t: float,
+               params: CandidateParams) -> tuple[torch.Tensor, list[str]]:
+    """GRU4Rec's top-N per row, then the recently popular and fresh items not already there.
+
+    Returns a (B, C) tensor of candidates, -1 padding at the end of each row, and the items the GRU
+    does not know among the extras: candidate ``n_items + j`` is ``unknown[j]`` (cold start).
+    Everything is done on whole-batch tensors, so the cost hardly grows with the batch.
+    """
+    n_items = len(model.item_ids)
+    seen_idx = [[i for i in model.indices(items).tolist() if i >= 0] for items in seen_items] \
+        if params.exclude_seen else None
+    top_idx, _ = model.catalog.top(last, params.gru, seen_idx)
+    extra = list(dict.fromkeys(stats.popular(t, params.popular) + stats.fresh(t, params.fresh)))
+    if not extra:
+        return top_idx, []
+    extra_idx = model.indices(extra)
+    unknown = [item for item, ix in zip(extra, extra_idx.tolist()) if ix < 0]
+    code = extra_idx.clone()  # what a kept extra becomes in the candidate tensor
+    code[extra_idx < 0] = n_items + torch.arange(len(unknown))
+    probe = torch.where(extra_idx < 0, -2, extra_idx)  # -2 matches neither an item nor the padding
+    drop = (top_idx[:, :, None] == probe[None, None, :]).any(1)  # already among the GRU's top-N
+    if seen_idx is not None:
+        width = max((len(x) for x in seen_idx), default=0)
+        seen = torch.full((len(seen_idx), width), -3, dtype=torch.long)  # padding that matches no probe
+        for row, x in enumerate(seen_idx):
+            seen[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+        drop |= (seen[:, :, None] == probe[None, None, :]).any(1)
+        for j in (extra_idx < 0).nonzero().flatten().tolist():  # unknown items are compared by id
+            drop[:, j] |= torch.tensor([extra[j] in items for items in seen_items])
+    rows = torch.cat([top_idx, code.expand(len(top_idx), -1).masked_fill(drop, -1)], 1)
+    order = torch.argsort((rows < 0).to(torch.int8), dim=1, stable=True)  # padding to the end, order kept
+    return rows.gather(1, order), unknown
+
+
 @dataclass
 class Ranked:
     """One session's candidates in the order of each ranker, with their Q-values."""
@@ -180,79 +214,54 @@ class Ranked:
     explorer: list[tuple[str, float]] | None
 
 
-def candidates(model: LoadedModel, last: torch.Tensor, seen_items: list[list[str]], stats: ItemStats, t: float,
-               params: CandidateParams) -> list[list[int | str]]:
-    """GRU4Rec's top-N per row, then popular and fresh items not already there.
-
-    Each row is a list of model indices, with the item id itself for items the GRU does not know.
-    """
-    exclude = None
-    if params.exclude_seen:
-        exclude = [[i for i in model.indices(items).tolist() if i >= 0] for items in seen_items]
-    top_idx, _ = model.catalog.top(last, params.gru, exclude)
-    extra = stats.popular(t, params.popular) + stats.fresh(t, params.fresh)
-    extra_idx = model.indices(extra).tolist()
-    rows = []
-    for b, top in enumerate(top_idx.tolist()):
-        seen = set(seen_items[b]) if params.exclude_seen else set()
-        row: list[int | str] = [i for i in top if i >= 0]
-        have = set(row)
-        for item, ix in zip(extra, extra_idx):
-            key = ix if ix >= 0 else item
-            if key not in have and item not in seen:
-                row.append(key)
-                have.add(key)
-        rows.append(row)
-    return rows
-
-
 def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], seen_items: list[list[str]],
-         stats: ItemStats, t: float, params: CandidateParams, explore: bool = True) -> list[Ranked]:
+         stats: ItemStats, t: float, params: CandidateParams, explore: bool = True,
+         depth: int | None = None) -> list[Ranked]:
     """Rank candidates for a batch of sessions.
 
     ``last`` is each session's last GRU layer (B, H), ``contexts`` its :func:`session_context`,
-    ``seen_items`` its recent items, ``t`` the time the item statistics are read at.
+    ``seen_items`` its recent items, ``t`` the time the item statistics are read at.  ``depth`` keeps
+    only each list's best ``depth`` candidates (all of them when None): team-draft interleaving of a
+    k-item slate never looks past 2k, and turning fewer Q-values into Python lists is most of the saving.
     """
-    rows = candidates(model, last, seen_items, stats, t, params)
-    item_ids = model.item_ids
-    cand_ids = [[item_ids[c] if isinstance(c, int) else c for c in row] for row in rows]
-    width = max(len(ids) for ids in cand_ids)
-    pad = torch.tensor([[c if isinstance(c, int) else -1 for c in row] + [-1] * (width - len(row)) for row in rows],
-                       dtype=torch.long)
-    known = pad >= 0
-    emb = model.emb[torch.where(known, pad, model.emb.shape[0] - 1)]
+    cand, unknown = candidates(model, last, seen_items, stats, t, params)
+    n_items = len(model.item_ids)
+    lengths = (cand >= 0).sum(1)
+    cand = cand[:, : max(int(lengths.max()), 1)]
+    valid = cand >= 0
+    known = valid & (cand < n_items)
+    gru_idx = cand.masked_fill(~known, -1)
+    emb = model.emb[gru_idx.masked_fill(~known, n_items)]  # row n_items is zeros: unknown items and padding
     mean, std = model.score_moments(last)
-    sim = ((model.catalog.scores(last, pad) - mean) / std).masked_fill(~known, 0.0)  # GRU score, standardised
+    sim = ((model.catalog.scores(last, gru_idx) - mean) / std).masked_fill(~known, 0.0)  # GRU score, standardised
     sim = torch.nan_to_num(sim, nan=0.0, posinf=0.0, neginf=0.0)
-    distinct = {item for ids in cand_ids for item in ids}
-    feats = {item: stats.features(item, t) for item in distinct}  # once per distinct candidate of the batch
-    table = np.zeros((len(cand_ids), width, 3), dtype=np.float32)
-    for b, ids in enumerate(cand_ids):
-        table[b, : len(ids)] = [feats[item] for item in ids]
-    scalars = torch.zeros(*pad.shape, 5)
-    scalars[..., :3] = torch.from_numpy(table)
+    names = model.item_ids + unknown if unknown else model.item_ids
+    distinct, slot = torch.unique(cand, return_inverse=True)  # features once per distinct candidate of the batch
+    feats = stats.features_many([names[v] if v >= 0 else "" for v in distinct.tolist()], t)
+    scalars = torch.zeros(*cand.shape, 5)
+    scalars[..., :3] = torch.from_numpy(feats)[slot]
     scalars[..., 3] = sim
     context = torch.tensor(contexts, dtype=torch.float32)
-    valid = torch.zeros(pad.shape, dtype=torch.bool)
-    for b, ids in enumerate(cand_ids):
-        valid[b, : len(ids)] = True
     with torch.no_grad():
         q_cur = model.current(last, context, emb, scalars).masked_fill(~valid, -math.inf)
         q_exp = model.explorer(last, context, emb, scalars).masked_fill(~valid, -math.inf) if explore else None
-    cur = _sorted(cand_ids, q_cur)
-    exp = _sorted(cand_ids, q_exp) if q_exp is not None else [None] * len(cand_ids)
+    counts = lengths.tolist()
+    cur = _sorted(names, cand, counts, q_cur, depth)
+    exp = _sorted(names, cand, counts, q_exp, depth) if q_exp is not None else [None] * len(counts)
     return [Ranked(c, e) for c, e in zip(cur, exp)]
 
 
-def _sorted(cand_ids: list[list[str]], q: torch.Tensor) -> list[list[tuple[str, float]]]:
-    """Each row's candidates by descending Q (padding, at -inf, sorts last and is cut off): one argsort per batch."""
-    order = torch.argsort(q, dim=1, descending=True, stable=True)
-    values = q.gather(1, order).tolist()
-    out = []
-    for ids, idx, qs in zip(cand_ids, order.tolist(), values):
-        n = len(ids)
-        out.append([(ids[j], v) for j, v in zip(idx[:n], qs[:n])])
-    return out
+def _sorted(names: list[str], cand: torch.Tensor, counts: list[int], q: torch.Tensor,
+            depth: int | None) -> list[list[tuple[str, float]]]:
+    """Each row's best ``depth`` candidates by descending Q, rounded to 6 decimals (padding, at -inf, is cut off).
+
+    One stable sort per batch: ties keep the candidates' order.
+    """
+    k = q.shape[1] if depth is None else min(depth, q.shape[1])
+    order = torch.argsort(q, dim=1, descending=True, stable=True)[:, :k]
+    values = q.gather(1, order).double().round(decimals=6).tolist()  # 6 decimals: compact JSON in slates and Redis
+    items = cand.gather(1, order).tolist()
+    return [[(names[v], x) for v, x in zip(row[:n], qs[:n])] for row, qs, n in zip(items, values, counts)]
 
 
 def popular_items(stats: ItemStats, t: float, k: int, fresh: int = 0) -> list[tuple[str, float]]:

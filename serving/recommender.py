@@ -156,7 +156,8 @@ class ServingRecommender:
             try:
                 hidden = model.hidden(batch)[-1]
                 ranked = rank(model, hidden, [state_context(st) for st in batch], [st.items for st in batch], stats,
-                              t or max(st.last_ts for st in batch), self.params, explore=False)
+                              t or max(st.last_ts for st in batch), self.params, explore=False,
+                              depth=max(requests[n][1] for n in known))
             except Exception:  # noqa: BLE001 - degrade, do not fail the requests
                 log.exception("ranking %d sessions failed; serving popular items", len(batch))
                 ranked = None

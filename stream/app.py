@@ -28,3 +28,26 @@ app = faust.App(
     producer_linger=0.002,
     stream_buffer_maxsize=8192,
 )
+
+
+def _fetch_wait(max_wait_ms: int) -> None:
+    """Faust (0.11-0.15) hard-codes ``fetch_max_wait_ms=1500`` on its aiokafka consumer.
+
+    aiokafka sends no new fetch to a broker while any of its partitions still holds unconsumed
+    records, and the fetch it then sends may be parked by the broker for the full wait when only
+    quiet partitions (``dbgd-feedback``, ``model-updates``) have nothing new: the stream then sat
+    idle while clicks queued for up to 1.5 s (``bench/stream_throughput``'s 1,000/s run, p50 1.5 s).
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    create = driver.AIOKafkaConsumerThread._create_worker_consumer
+
+    def create_worker_consumer(self, transport):  # noqa: ANN001, ANN202 - Faust's signature
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = max_wait_ms  # read by aiokafka when the consumer starts its fetcher
+        return consumer
+
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+
+
+_fetch_wait(settings.fetch_max_wait_ms)

@@ -67,6 +67,7 @@ class OnlineRecommender:
         self.pending: OrderedDict[str, tuple[str, list[str], list[str]]] = OrderedDict()  # impression -> (v, items, teams)
         self.max_pending = 200_000
         self._snapshot_at = float("-inf")
+        self._snapshot_thread: threading.Thread | None = None
         torch.set_num_threads(settings.torch_threads)
         self.background_refresh = background_refresh  # the worker: new versions load beside the stream
         self._follower: threading.Thread | None = None
@@ -80,6 +81,15 @@ class OnlineRecommender:
                 log.warning("could not check the registry: %s", err)
 
     @property
+    def depth(self) -> int | None:
+        """How much of each ranking the stream needs: team-draft fills a k-slot slate from each list's first 2k
+        (a team's i-th pick skips at most k - 1 items the other team took), and the stored ranking its own top.
+        Probabilistic interleaving may pick from anywhere in a list, so it gets all of it."""
+        if self.s.explore and self.s.interleaving != "team-draft":
+            return None
+        return max(2 * self.s.slate_size, self.s.session_ranking_items)
+
+    @property
     def model(self) -> LoadedModel | None:
         return self.models.model
 
@@ -91,18 +101,34 @@ class OnlineRecommender:
         if not self.background_refresh or force:
             self.models.refresh(force)
         elif self._follower is None:  # first batch: load what is there now, then follow from a thread
+            self.models.refresh(force=True)  # before the thread starts: two loads at once would build two indexes
             self._follower = threading.Thread(target=self._follow_registry, name="model-refresh", daemon=True)
             self._follower.start()
-            self.models.refresh(force=True)
 
     def snapshot_stats(self, t: float, force: bool = False) -> None:
-        """Write the item statistics to Redis (at most every ``stats_snapshot_s``) for the serving endpoint."""
+        """Write the item statistics to Redis (at most every ``stats_snapshot_s``) for the serving endpoint.
+
+        Serialising a 43k-item catalog takes about 50 ms, so with a positive interval a copy is written
+        from a thread while the stream goes on; with 0 (or ``force``) it is written before ranking, so the
+        serving endpoint sees exactly the statistics this batch was ranked with (the parity tests).
+        """
         now = time.monotonic()
         if not force and now - self._snapshot_at < self.s.stats_snapshot_s:
             return
+        if not force and self.s.stats_snapshot_s > 0:
+            if self._snapshot_thread is not None and self._snapshot_thread.is_alive():
+                return  # the previous one is still being written
+            self._snapshot_at = now
+            self._snapshot_thread = threading.Thread(target=self._write_snapshot, args=(self.stats.copy(), t),
+                                                     name="stats-snapshot", daemon=True)
+            self._snapshot_thread.start()
+            return
         self._snapshot_at = now
+        self._write_snapshot(self.stats, t)
+
+    def _write_snapshot(self, stats: ItemStats, t: float) -> None:
         try:
-            write_snapshot(self.registry.r, self.s.topic_prefix, self.stats, t)
+            write_snapshot(self.registry.r, self.s.topic_prefix, stats, t)
         except redis.RedisError as err:
             log.warning("could not write the item statistics snapshot: %s", err)
 
@@ -151,11 +177,11 @@ class OnlineRecommender:
         seen: list[list[str]] = [[]] * len(clicks)
         for idx in rounds:  # one batched GRU step per round; order within each session holds
             self._step(m, [clicks[i] for i in idx], [offsets[i] for i in idx], states, idx, last, contexts, seen)
-        ranked = rank(m, last, contexts, seen, self.stats, t, self.params, explore=self.s.explore)
+        ranked = rank(m, last, contexts, seen, self.stats, t, self.params, explore=self.s.explore, depth=self.depth)
         if self.s.session_ranking_items:  # W's ranking after each session's last click, for the serving endpoint
             for click, r in zip(clicks, ranked):
                 st = states[click.session_id]
-                st.ranking = [(i, round(q, 6)) for i, q in r.current[: self.s.session_ranking_items]]
+                st.ranking = r.current[: self.s.session_ranking_items]
                 st.ranking_version = m.name
         self.sessions.put_many({sid: st for sid, st in states.items() if st is not None})
         return self._slates(m, clicks, produced_at, ranked, feedback), feedback

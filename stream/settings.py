@@ -35,12 +35,16 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".run/faust"), description="Faust's local table state")
     worker_web_port: int = Field(6066, description="Faust's web server port (0 disables it)")
     batch_size: int = Field(256, ge=1, description="clicks per micro-batch")
-    batch_within_s: float = Field(0.02, gt=0, description="longest wait to fill a micro-batch")
+    batch_within_s: float = Field(0.005, gt=0, description="longest wait to fill a micro-batch (Faust waits all of "
+                                  "it unless the batch fills: 0.02 cost throughput and latency, bench/stream_throughput)")
     slate_size: int = Field(10, ge=1, le=200, description="items per slate")
     max_event_bytes: int = Field(16_384, ge=256, description="larger click records are dead-lettered")
     dead_letter_raw_bytes: int = Field(65_536, ge=256, description="bytes of the raw record kept in a dead letter")
     auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$")
-    torch_threads: int = Field(2, ge=1, description="torch threads per worker (2 measured faster than 1 on 2 cores)")
+    torch_threads: int = Field(1, ge=1, description="torch threads per worker: a second thread made a batch faster "
+                               "but spun on the core Kafka needs (1.03 vs 0.74 CPU-ms per click, bench/stream_throughput)")
+    fetch_max_wait_ms: int = Field(20, ge=1, le=1500, description="longest the broker holds a worker's fetch "
+                                   "when there is nothing new (Faust's own 1,500 ms delayed clicks up to 1.5 s)")
     model_refresh_s: float = Field(0.5, gt=0, description="how often workers check model:current in Redis")
 
     # --- online metrics
