@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "gru4rec-yoochoose-reference-params": ["bench.gru4rec_quality", "--config", "yoochoose-xe-reference-params"],
     "gru4rec-diginetica": ["bench.gru4rec_quality", "--config", "diginetica-bprmax"],
     "stream-throughput": ["bench.stream_throughput"],
+    "stream-throughput-2-workers": ["bench.stream_throughput", "--workers", "2"],
     "serving-latency": ["bench.serving_latency"],
     "retrain-time": ["bench.retrain_time"],
     "promotion-pause": ["bench.promotion_pause"],
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, list[str]] = {
 QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-params": ["--epochs", "1"],
          "gru4rec-diginetica": ["--epochs", "1"],
          "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"],
+         "stream-throughput-2-workers": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"],
          "serving-latency": ["--seconds", "5", "--rate", "200", "--clicks", "3000"],
          "retrain-time": ["--epochs", "1"], "promotion-pause": [], "warm-start": [],
          "online-study": ["--duration", "120", "--variants", "full", "frozen", "popular"]}
@@ -64,7 +66,7 @@ def to_markdown(results: dict, facts: dict) -> str:
         if r.get("benchmark") != "stream_throughput":
             continue
         lines += ["", f"Stream ({r['catalog_items']:,}-item catalog, {r['clicks']:,} clicks, `{r['command']}`): "
-                  f"worker {r['worker_clicks_per_s']:,.0f} clicks/s with slates, pass-through ceiling "
+                  f"{r.get('workers', 1)} worker process(es) {r['worker_clicks_per_s']:,.0f} clicks/s with slates, pass-through ceiling "
                   f"{r['passthrough_clicks_per_s']:,.0f} clicks/s (ratio {r['worker_over_passthrough']:.2f}); "
                   f"click->slate latency at {r['latency_rate_target']:,.0f} clicks/s: p50 {r['latency_p50_ms']:,.0f} ms, "
                   f"p99 {r['latency_p99_ms']:,.0f} ms."]

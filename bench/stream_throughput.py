@@ -1,17 +1,22 @@
 """Stream throughput and click->slate latency on the Diginetica catalog, against its pass-through ceiling.
 
-    python -m bench.stream_throughput [--clicks 50000] [--rate 1000] [--latency-seconds 30]
+    python -m bench.stream_throughput [--clicks 50000] [--rate 1000] [--latency-seconds 30] [--workers 1]
 
 Starts a real Kafka broker and Redis (infra/local.py), publishes a GRU4Rec model over Diginetica's
 43,097 items (100 hidden units, one quick epoch, ``bench.common.diginetica_model``: the HNSW recall
-index needs weights with structure),
-then measures, each on its own topics:
+index needs weights with structure), then measures, each on its own topics, with ``--workers``
+processes in one consumer group (started, and their group stable, before any click is sent):
 
-1. the pass-through ceiling: ``--clicks`` Diginetica clicks already in ``clicks``, a Faust agent
-   copying them to another topic; rate = clicks / (last copy - first copy);
-2. the full worker on the same backlog: clicks/s with a slate published for every click;
-3. latency: the real clicks replayed at ``--rate`` clicks/s into a running worker; p50/p99 of the
-   slates' click->slate latency (Kafka produce time to slate publication).
+1. the pass-through ceiling: ``--clicks`` Diginetica clicks sent as fast as the producer can, a Faust
+   agent copying them to another topic; rate = clicks / (last copy - first copy);
+2. the full worker on the same clicks: clicks/s with a slate published for every click;
+3. latency: the real clicks replayed at ``--rate`` clicks/s into running workers; p50/p99 of the
+   slates' click->slate latency (Kafka produce time to slate publication), also p50 per 5 s, which
+   shows whether a backlog builds.
+
+For phases 1 and 2 it also reports the CPU seconds per 1,000 clicks of each worker, the broker and
+Redis (from /proc, between the first and the last answer), which says where the two cores go.
+``--profile DIR`` records each worker with py-spy (if installed) into DIR.
 
 Prints one JSON object.  Figures, not assertions.
 """
@@ -21,16 +26,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import redis
-from confluent_kafka import Consumer
+from confluent_kafka import ConsumerGroupState, Consumer, KafkaException
+from confluent_kafka.admin import AdminClient
 
 from bench.common import diginetica_model
 from infra import local
@@ -45,8 +53,17 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 
 
-def _drain(bootstrap: str, topic: str, expected: int, timeout: float, proc: subprocess.Popen | None = None) -> list:
-    """Read ``expected`` records of ``topic`` from the beginning: (Kafka append time in s, raw value)."""
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _drain(bootstrap: str, topic: str, expected: int, timeout: float, proc: subprocess.Popen | None = None,
+           on_first=None) -> list:
+    """Read ``expected`` records of ``topic`` from the beginning: (Kafka append time in s, raw value).
+
+    ``on_first`` is called once the first record has arrived."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
@@ -57,13 +74,39 @@ def _drain(bootstrap: str, topic: str, expected: int, timeout: float, proc: subp
         for msg in c.consume(2000, 0.5):
             if not msg.error():
                 out.append((msg.timestamp()[1] / 1000.0, msg.value()))
+        if out and on_first is not None:
+            on_first()
+            on_first = None
     c.close()
     return out
 
 
-def _worker(module: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *module], env=env, cwd=ROOT, stdout=open(log, "wb"),
+def _worker(module: list[str], env: dict, log: Path, profile: Path | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", *module], env=env, cwd=ROOT, stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
+    if profile is not None:  # collapsed stacks, 100 samples/s, until the worker is stopped
+        subprocess.Popen(["py-spy", "record", "-r", "100", "-f", "raw", "-p", str(proc.pid),
+                          "-o", str(profile / f"{log.stem}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc
+
+
+def _wait_for_group(bootstrap: str, group: str, members: int, procs: list[subprocess.Popen],
+                    timeout: float = 180.0) -> None:
+    """Wait until the workers' consumer group is stable with all of them in it, so no rebalance lands mid-run."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a worker exited with code {proc.returncode}")
+        try:
+            desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+            if desc.state == ConsumerGroupState.STABLE and len(desc.members) == members:
+                return
+        except KafkaException:
+            pass  # the group does not exist yet
+        time.sleep(1.0)
+    raise RuntimeError(f"consumer group {group} not stable with {members} members after {timeout:.0f} s")
 
 
 def _rate(records: list) -> float:
@@ -77,8 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--latency-seconds", type=float, default=30.0)
     p.add_argument("--hidden", type=int, default=100)
-    p.add_argument("--torch-threads", type=int, default=2, help="STREAMREC_TORCH_THREADS of the worker")
+    p.add_argument("--torch-threads", type=int, default=1, help="STREAMREC_TORCH_THREADS of each worker")
+    p.add_argument("--batch-within", type=float, default=None,
+                   help="STREAMREC_BATCH_WITHIN_S of the workers (default: the setting's default)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (and pass-through processes) in one "
+                   "consumer group, on the same cores")
+    p.add_argument("--profile", type=Path, default=None, help="record each worker with py-spy into this folder")
     args = p.parse_args(argv)
+    if args.profile is not None:
+        if shutil.which("py-spy") is None:
+            p.error("--profile needs py-spy (pip install py-spy)")
+        args.profile.mkdir(parents=True, exist_ok=True)
     state = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     kafka, rds = local.start_kafka(state), local.start_redis(state)
     procs: list[subprocess.Popen] = []
@@ -89,10 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
         base.update(STREAMREC_KAFKA=kafka.address, STREAMREC_REDIS=rds.address, STREAMREC_WORKER_WEB_PORT="0",
                     PYTHONPATH=str(ROOT), STREAMREC_TORCH_THREADS=str(args.torch_threads))
-        result: dict = {"benchmark": "stream_throughput", "catalog_items": gru.n_items, "hidden": args.hidden,
+        if args.batch_within is not None:
+            base["STREAMREC_BATCH_WITHIN_S"] = str(args.batch_within)
+        result: dict = {"benchmark": "stream_throughput", "workers": args.workers, "catalog_items": gru.n_items,
+                        "hidden": args.hidden,
                         "clicks": len(events), "kafka": kafka.version, "command":
                         f"python -m bench.stream_throughput --clicks {args.clicks} --rate {args.rate:g} "
-                        f"--latency-seconds {args.latency_seconds:g} --torch-threads {args.torch_threads}"}
+                        f"--latency-seconds {args.latency_seconds:g} --torch-threads {args.torch_threads} --workers {args.workers}"
+                        + (f" --batch-within {args.batch_within:g}" if args.batch_within is not None else "")}
         for name, module, out_topic in (("passthrough", ["bench.passthrough_app"], "passthrough"),
                                         ("worker", ["stream", "worker", "--loglevel", "warn"], "recommendations")):
             prefix = f"{name}-{uuid.uuid4().hex[:6]}-"
@@ -100,13 +156,23 @@ def main(argv: list[str] | None = None) -> int:
             ensure_topics(settings)
             if name == "worker":
                 publish_first_version(ModelRegistry(redis.Redis.from_url(rds.address), prefix), gru)
+            group = f"{prefix}app"
+            workers = []
+            for n in range(args.workers):
+                env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=group,
+                           STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"))
+                workers.append(_worker(module, env, state / f"{name}-{n}.log", args.profile))
+            procs.extend(workers)
+            _wait_for_group(kafka.address, group, args.workers, workers)
+            pids = {**{f"worker-{n}": w.pid for n, w in enumerate(workers)}, "kafka": kafka.pid, "redis": rds.pid}
+            cpu_at_first: dict[str, float] = {}
             sent = replay(settings, events, rate=0, has_time=False, progress=False)
-            env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=f"{prefix}app",
-                       STREAMREC_DATA_DIR=str(state / prefix))
-            proc = _worker(module, env, state / f"{name}.log")
-            procs.append(proc)
-            out = _drain(kafka.address, settings.topic(out_topic), sent["delivered"], timeout=900, proc=proc)
-            local.stop_pid(proc.pid)
+            out = _drain(kafka.address, settings.topic(out_topic), sent["delivered"], timeout=900, proc=workers[0],
+                         on_first=lambda: cpu_at_first.update({k: _cpu_s(v) for k, v in pids.items()}))
+            result[f"{name}_cpu_s_per_1000_clicks"] = {
+                k: round((_cpu_s(v) - cpu_at_first[k]) / len(out) * 1000, 3) for k, v in pids.items()}
+            for w in workers:
+                local.stop_pid(w.pid)
             result[f"{name}_clicks_per_s"] = _rate(out)
             result[f"{name}_answered"] = len(out)
             print(f"{name}: {result[f'{name}_clicks_per_s']:,.0f} clicks/s ({len(out)} of {sent['delivered']})",
@@ -117,17 +183,29 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(kafka=kafka.address, topic_prefix=prefix)
         ensure_topics(settings)
         publish_first_version(ModelRegistry(redis.Redis.from_url(rds.address), prefix), gru)
-        env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=f"{prefix}app",
-                   STREAMREC_DATA_DIR=str(state / prefix))
-        proc = _worker(["stream", "worker", "--loglevel", "warn"], env, state / "latency.log")
-        procs.append(proc)
+        workers = []
+        for n in range(args.workers):
+            env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=f"{prefix}app",
+                       STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"))
+            workers.append(_worker(["stream", "worker", "--loglevel", "warn"], env, state / f"latency-{n}.log",
+                                   args.profile))
+        procs.extend(workers)
+        _wait_for_group(kafka.address, f"{prefix}app", args.workers, workers)
+        proc = workers[0]
         warm = replay(settings, events.head(200), rate=200, has_time=False, progress=False)  # worker up and warm
         _drain(kafka.address, settings.topic("recommendations"), warm["delivered"], timeout=120, proc=proc)
         n = int(args.rate * args.latency_seconds)
+        paced_from = time.time()
         paced = replay(settings, events.iloc[200: 200 + n], rate=args.rate, has_time=False, progress=False)
         out = _drain(kafka.address, settings.topic("recommendations"), warm["delivered"] + paced["delivered"], 300)
-        local.stop_pid(proc.pid)
-        lat = np.array([json.loads(v)["latency_ms"] for _, v in out[warm["delivered"]:]])
+        for w in workers:
+            local.stop_pid(w.pid)
+        paced_out = sorted((at, json.loads(v)["latency_ms"]) for at, v in out if at >= paced_from)
+        lat = np.array([x for _, x in paced_out])
+        slices = defaultdict(list)  # does the latency settle, or grow with a backlog?
+        for at, x in paced_out:
+            slices[int((at - paced_from) // 5)].append(x)
+        result["latency_p50_ms_by_5s"] = [round(float(np.percentile(slices[k], 50)), 1) for k in sorted(slices)]
         result.update(latency_rate_target=args.rate, latency_rate_sent=paced["rate_achieved"],
                       latency_slates=len(lat), latency_p50_ms=float(np.percentile(lat, 50)),
                       latency_p99_ms=float(np.percentile(lat, 99)), latency_max_ms=float(lat.max()))
