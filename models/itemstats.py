@@ -67,14 +67,11 @@ class ItemStats:
         first = self.first_seen.get(item)
         return 0.0 if first is None else math.exp(-max(t - first, 0.0) / self.fresh_window_s)
 
-    def features(self, item: str, t: float) -> tuple[float, float, float]:
-        """The ranker's action features of one item at time t: log(1 + recent clicks), CTR, freshness."""
-        return tuple(self.features_many([item], t)[0].tolist())
-
     def features_many(self, items: list[str], t: float) -> np.ndarray:
-        """:meth:`features` of many items at once, (n, 3) float32: the ranker asks for thousands per batch.
+        """The ranker's action features of items at time t, (n, 3) float32: log(1 + recent clicks), CTR, freshness.
 
-        Only the dictionary look-ups are per item; the arithmetic is numpy's.
+        The ranker asks for thousands per batch, so only the dictionary look-ups are per item; the arithmetic
+        is numpy's (the same rules as :meth:`recent_clicks`, :meth:`ctr` and :meth:`freshness`).
         """
         nothing = (0.0, t)
         clicks = np.array([self._clicks.get(i, nothing) for i in items], dtype=np.float64).reshape(-1, 2)

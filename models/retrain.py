@@ -186,8 +186,7 @@ def slate_examples(gru: GRU4Rec, clicks: pd.DataFrame, slates: list[dict], confi
         idx = gru.item_indices(slate_items)
         items[e, : len(slate_items)] = idx
         valid[e, : len(slate_items)] = True
-        for j, item in enumerate(slate_items):
-            scalars[e, j, :3] = torch.tensor(stats.features(item, t))
+        scalars[e, : len(slate_items), :3] = torch.from_numpy(stats.features_many(slate_items, t))
         hit = clicked.get(slate.get("impression_id"))
         if hit is not None and hit[0] < len(slate_items) and slate_items[hit[0]] == hit[1]:
             labels[e, hit[0]] = 1.0
