@@ -144,7 +144,7 @@ class ModelCache:
         current = self.registry.current_version()
         if current is None or (self.model is not None and self.model.name == current):
             return self.model
-        mv = self.registry.load(current)
+        mv = self.registry.load(current, loaded=self.model.version if self.model is not None else None)
         self.model = LoadedModel.from_version(mv, self.seed, self.model, self.ann_min_items)
         log.info("now using model %s (%s, GRU %s, %s recall over %d items)", current, mv.meta["kind"],
                  mv.meta["gru_version"], self.model.catalog.kind, self.model.catalog.n)

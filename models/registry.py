@@ -153,16 +153,28 @@ class ModelRegistry:
             raise LookupError(f"model version {version} has no ranker weights")
         return np.frombuffer(ranker, dtype=np.float32).copy(), np.frombuffer(explorer, dtype=np.float32).copy()
 
-    def load(self, version: str | None = None, device: str | None = "cpu") -> ModelVersion:
-        """Load a version (default: current) with its GRU, ranker and explorer weights."""
+    def load(self, version: str | None = None, device: str | None = "cpu",
+             loaded: ModelVersion | None = None) -> ModelVersion:
+        """Load a version (default: current) with its GRU, ranker and explorer weights.
+
+        A minor (DBGD) version shares its GRU with its parent.  Given the ``loaded`` version a caller
+        already holds, its GRU object is reused when the GRU version is the same, and the GRU blob
+        (43k embeddings and their optimiser state for Diginetica: tens of MB) is not read at all.  The
+        stream switches to a new minor version about every thousand slates, so this matters.
+        """
         version = version or self.current_version()
         if version is None:
             raise LookupError("the registry has no current model")
         meta = self.meta(version)
-        gru_blob = self.r.get(self.key(meta["gru_version"], "gru"))
         ranker, explorer = self.r.mget(self.key(version, "ranker"), self.key(version, "explorer"))
-        if gru_blob is None or ranker is None or explorer is None:
+        if ranker is None or explorer is None:
             raise LookupError(f"model version {version} is incomplete in the registry")
-        gru = GRU4Rec.load(io.BytesIO(gru_blob), device=device)
+        if loaded is not None and loaded.meta.get("gru_version") == meta["gru_version"]:
+            gru = loaded.gru
+        else:
+            gru_blob = self.r.get(self.key(meta["gru_version"], "gru"))
+            if gru_blob is None:
+                raise LookupError(f"model version {version} is incomplete in the registry")
+            gru = GRU4Rec.load(io.BytesIO(gru_blob), device=device)
         return ModelVersion(version, meta, gru, np.frombuffer(ranker, dtype=np.float32).copy(),
                             np.frombuffer(explorer, dtype=np.float32).copy())

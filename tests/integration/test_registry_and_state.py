@@ -46,6 +46,10 @@ def test_publish_load_minor_references_parent_and_rollback_is_exact(registry):
     np.testing.assert_array_equal(loaded.ranker, w * 1.5)
     items = torch.tensor([[1, 2, 3]])
     torch.testing.assert_close(loaded.gru.forward_sequence(items)[1], gru.forward_sequence(items)[1])
+    first = registry.load(v1)
+    again = registry.load(v2, loaded=first)  # what a worker does on a minor step: the GRU it holds, not a reload
+    assert again.gru is first.gru and registry.load(v2).gru is not first.gru
+    np.testing.assert_array_equal(again.ranker, w * 1.5)
     assert registry.rollback() == v1
     back = registry.load()
     assert back.version == v1
