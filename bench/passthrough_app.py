@@ -1,7 +1,8 @@
 """The ceiling for bench/stream_throughput: a Faust agent that copies clicks to a topic, doing nothing else.
 
-Same broker, same Faust settings and micro-batching as the real worker, so the ratio of the two
-rates is the cost of streamrec's own work.  Run by the benchmark as ``python -m bench.passthrough_app``.
+Same broker, same Faust settings, micro-batching (``stream.batching.ready_batches``) and batched
+publishing (``stream.publish.BatchPublisher``) as the real worker, so the ratio of the two rates is
+the cost of streamrec's own work.  Run by the benchmark as ``python -m bench.passthrough_app``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import sys
 
 from stream.app import app, settings
+from stream.batching import ready_batches
+from stream.publish import BatchPublisher
 from stream.topics import CLICKS
 
 clicks = app.topic(settings.topic(CLICKS), key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -19,9 +22,9 @@ copies = app.topic(settings.topic("passthrough"), key_type=bytes, value_type=byt
 
 @app.agent(clicks)
 async def copy(stream) -> None:
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-        for event in events:
-            await copies.send(key=event.key, value=event.value)
+    publisher = BatchPublisher(copies)
+    async for events in ready_batches(stream, settings.batch_size, settings.batch_within_s, settings.batch_idle_s):
+        await publisher.send(app.producer._ensure_producer(), [(event.key, event.value) for event in events])
 
 
 if __name__ == "__main__":

@@ -27,10 +27,13 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -109,6 +112,23 @@ def _wait_for_group(bootstrap: str, group: str, members: int, procs: list[subpro
     raise RuntimeError(f"consumer group {group} not stable with {members} members after {timeout:.0f} s")
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _batches(port: int) -> dict:
+    """Mean clicks per micro-batch and mean ms per batch, from a worker's Prometheus endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    got = {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples}
+    n = got.get("streamrec_stream_batch_clicks_count", 0.0)
+    return {"batches": int(n),
+            "mean_clicks": round(got["streamrec_stream_batch_clicks_sum"] / n, 1) if n else None,
+            "mean_ms": round(got["streamrec_stream_batch_seconds_sum"] / n * 1000, 1) if n else None}
+
+
 def _rate(records: list) -> float:
     times = sorted(t for t, _ in records)
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else float("nan")
@@ -131,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which("py-spy") is None:
             p.error("--profile needs py-spy (pip install py-spy)")
         args.profile.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops Kafka, Redis and the workers
     state = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     kafka, rds = local.start_kafka(state), local.start_redis(state)
     procs: list[subprocess.Popen] = []
@@ -157,10 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             if name == "worker":
                 publish_first_version(ModelRegistry(redis.Redis.from_url(rds.address), prefix), gru)
             group = f"{prefix}app"
-            workers = []
+            workers, ports = [], [_free_port() for _ in range(args.workers)]
             for n in range(args.workers):
                 env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=group,
-                           STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"))
+                           STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
                 workers.append(_worker(module, env, state / f"{name}-{n}.log", args.profile))
             procs.extend(workers)
             _wait_for_group(kafka.address, group, args.workers, workers)
@@ -169,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             sent = replay(settings, events, rate=0, has_time=False, progress=False)
             out = _drain(kafka.address, settings.topic(out_topic), sent["delivered"], timeout=900, proc=workers[0],
                          on_first=lambda: cpu_at_first.update({k: _cpu_s(v) for k, v in pids.items()}))
+            if not out:
+                raise RuntimeError(f"{name}: no record reached {settings.topic(out_topic)} (see {state}/{name}-0.log)")
             result[f"{name}_cpu_s_per_1000_clicks"] = {
                 k: round((_cpu_s(v) - cpu_at_first[k]) / len(out) * 1000, 3) for k, v in pids.items()}
+            if name == "worker":
+                result["worker_batches"] = {f"worker-{n}": _batches(port) for n, port in enumerate(ports)}
             for w in workers:
                 local.stop_pid(w.pid)
             result[f"{name}_clicks_per_s"] = _rate(out)
@@ -183,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(kafka=kafka.address, topic_prefix=prefix)
         ensure_topics(settings)
         publish_first_version(ModelRegistry(redis.Redis.from_url(rds.address), prefix), gru)
-        workers = []
+        workers, ports = [], [_free_port() for _ in range(args.workers)]
         for n in range(args.workers):
             env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=f"{prefix}app",
-                       STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"))
+                       STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
             workers.append(_worker(["stream", "worker", "--loglevel", "warn"], env, state / f"latency-{n}.log",
                                    args.profile))
         procs.extend(workers)
@@ -198,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         paced_from = time.time()
         paced = replay(settings, events.iloc[200: 200 + n], rate=args.rate, has_time=False, progress=False)
         out = _drain(kafka.address, settings.topic("recommendations"), warm["delivered"] + paced["delivered"], 300)
+        result["latency_batches"] = {f"worker-{n}": _batches(port) for n, port in enumerate(ports)}
         for w in workers:
             local.stop_pid(w.pid)
         paced_out = sorted((at, json.loads(v)["latency_ms"]) for at, v in out if at >= paced_from)

@@ -23,12 +23,14 @@ import redis
 
 from models.registry import ModelRegistry
 from stream.app import app, settings
+from stream.batching import ready_batches
 from models.interleave import CURRENT, EXPLORER
 from stream.drift import CtrDriftDetector
 from stream.leader import DbgdLeader
 from stream.metrics import OnlineMetrics
 from stream.prometheus import WorkerPrometheus
 from stream.online import OnlineRecommender
+from stream.publish import BatchPublisher
 from stream.records import Click, InvalidRecord, dead_letter, decode_click
 from stream.retrainer import Retrainer, request_retrain
 from models.sessions import SessionStore
@@ -42,6 +44,7 @@ recommendations_topic = app.topic(settings.topic(RECOMMENDATIONS), partitions=se
 dead_letters_topic = app.topic(settings.topic(DEAD_LETTERS), partitions=settings.dead_letters_partitions, **raw)
 model_updates_topic = app.topic(settings.topic(MODEL_UPDATES), partitions=settings.model_updates_partitions, **raw)
 feedback_topic = app.topic(settings.topic(DBGD_FEEDBACK), partitions=1, value_serializer="json")
+slate_publisher = BatchPublisher(recommendations_topic)  # a batch's slates, one produce batch per partition
 
 redis_client = redis.Redis.from_url(settings.redis, socket_timeout=2.0, socket_connect_timeout=2.0)
 registry = ModelRegistry(redis_client, namespace=settings.topic_prefix)
@@ -68,7 +71,7 @@ async def send_dead_letter(event, reason: str) -> None:
 @app.agent(clicks_topic)
 async def answer_clicks(stream) -> None:
     """Validate each click; answer the valid ones with a slate, dead-letter the rest."""
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+    async for events in ready_batches(stream, settings.batch_size, settings.batch_within_s, settings.batch_idle_s):
         valid: list[tuple[object, Click]] = []
         for event in events:
             try:
@@ -77,6 +80,7 @@ async def answer_clicks(stream) -> None:
                 await send_dead_letter(event, str(err))
         if not valid:
             continue
+        started = time.perf_counter()
         clicks = [c for _, c in valid]
         produced = [e.message.timestamp for e, _ in valid]
         try:
@@ -86,9 +90,11 @@ async def answer_clicks(stream) -> None:
             log.exception("ranking a batch of %d clicks failed; answering with popular items", len(clicks))
             now = time.time()
             slates, feedback = [recommender.popular_slate(c, p, now) for c, p in zip(clicks, produced)], None
-        for click, slate in zip(clicks, slates):
-            await recommendations_topic.send(key=click.session_id.encode(), value=slate.model_dump_json().encode())
+        await slate_publisher.send(app.producer._ensure_producer(),
+                                   [(c.session_id.encode(), s.model_dump_json().encode()) for c, s in zip(clicks, slates)])
         _observe(clicks, produced, slates)
+        prometheus.batch_clicks.observe(len(clicks))
+        prometheus.batch_seconds.observe(time.perf_counter() - started)
         for message in feedback.as_messages() if feedback else []:
             await feedback_topic.send(value=message)
 
@@ -122,15 +128,6 @@ async def publish_metrics() -> None:
         log.warning("metrics without DBGD/drift state, Redis unreachable: %s", err)
     prometheus.window(report)
     await metrics_topic.send(value=json.dumps(report).encode())
-
-
-@app.task
-async def restore_log_level() -> None:
-    """Undo Faust's start-up spinner setting: at ``--loglevel warn`` and above it sets the root logger to DEBUG
-    (its handler filters), so every aiokafka debug call builds a log record: about 5% of the stream's time."""
-    root = logging.getLogger()
-    if root.handlers and root.handlers[0].level > root.level:
-        root.setLevel(root.handlers[0].level)
 
 
 @app.task

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class WorkerPrometheus:
@@ -23,6 +24,10 @@ class WorkerPrometheus:
                                     registry=r)
         self.latency = Histogram("streamrec_stream_click_to_slate_seconds", "click (Kafka produce) to slate",
                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_clicks = Histogram("streamrec_stream_batch_clicks", "clicks per micro-batch (small batches pay "
+                                      "the fixed per-batch cost more often)", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("streamrec_stream_batch_seconds", "time to rank and publish one micro-batch",
+                                       buckets=LATENCY_BUCKETS, registry=r)
         self.ctr = Gauge("streamrec_stream_window_ctr", "clicks on slates per slate, last window", registry=r)
         self.hit_rate = Gauge("streamrec_stream_window_hit_rate", "next click in the previous slate, last window",
                               registry=r)

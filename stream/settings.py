@@ -35,8 +35,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".run/faust"), description="Faust's local table state")
     worker_web_port: int = Field(6066, description="Faust's web server port (0 disables it)")
     batch_size: int = Field(256, ge=1, description="clicks per micro-batch")
-    batch_within_s: float = Field(0.005, gt=0, description="longest wait to fill a micro-batch (Faust waits all of "
-                                  "it unless the batch fills: 0.02 cost throughput and latency, bench/stream_throughput)")
+    batch_within_s: float = Field(0.05, gt=0, description="longest a micro-batch lingers for more clicks after its "
+                                  "first (stream/batching.py)")
+    batch_idle_s: float = Field(0.001, gt=0, description="a micro-batch is handed over as soon as this long passes "
+                                "without a new click: full batches while a backlog drains, no wait at a low rate")
     slate_size: int = Field(10, ge=1, le=200, description="items per slate")
     max_event_bytes: int = Field(16_384, ge=256, description="larger click records are dead-lettered")
     dead_letter_raw_bytes: int = Field(65_536, ge=256, description="bytes of the raw record kept in a dead letter")
