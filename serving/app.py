@@ -59,7 +59,9 @@ class MetricsMiddleware:
         self.metrics.latency.labels(name).observe(time.perf_counter() - start)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, freeze_gc: bool = False) -> FastAPI:
+    """The app.  ``freeze_gc`` (the service's own processes, not tests) freezes the collector's long-lived
+    objects once the first model is in: see ``models.recommend.ModelCache``."""
     settings = settings or get_settings()
     metrics = ServingMetrics()
 
@@ -80,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "metrics. Slates served here are published to `recommendations` (source: serving).")
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.recommender = ServingRecommender(settings)
+    app.state.recommender = ServingRecommender(settings, freeze_gc=freeze_gc)
     app.state.batcher = RequestBatcher(app.state.recommender)
     app.state.publisher = Publisher(settings.kafka, metrics, settings.serving_publish_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics, max_body=settings.serving_max_body_bytes)
@@ -191,3 +193,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def create_service_app() -> FastAPI:
+    """What ``python -m serving`` runs in each uvicorn worker process when there are several."""
+    return create_app(freeze_gc=True)

@@ -56,7 +56,7 @@ class Served:
 
 
 class ServingRecommender:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, freeze_gc: bool = False) -> None:
         self.s = settings
         timeout = settings.serving_redis_timeout_s
         self.fast = redis.Redis.from_url(settings.redis, socket_timeout=timeout, socket_connect_timeout=timeout)
@@ -64,7 +64,8 @@ class ServingRecommender:
         self.sessions = SessionStore(self.fast, settings.topic_prefix, settings.session_ttl_s,
                                      settings.session_max_items)
         self.registry = ModelRegistry(self.slow, namespace=settings.topic_prefix)
-        self.models = ModelCache(self.registry, settings.seed, refresh_s=0.0, ann_min_items=settings.ann_min_items)
+        self.models = ModelCache(self.registry, settings.seed, refresh_s=0.0, ann_min_items=settings.ann_min_items,
+                                 freeze_gc=freeze_gc)
         self.params = CandidateParams(settings.candidates_gru, settings.candidates_popular,
                                       settings.candidates_fresh, settings.exclude_seen)
         self.stats = ItemStats(settings.popular_half_life_s, settings.fresh_window_s)

@@ -50,7 +50,7 @@ redis_client = redis.Redis.from_url(settings.redis, socket_timeout=2.0, socket_c
 registry = ModelRegistry(redis_client, namespace=settings.topic_prefix)
 recommender = OnlineRecommender(
     settings, registry, SessionStore(redis_client, settings.topic_prefix, settings.session_ttl_s, settings.session_max_items),
-    background_refresh=True,
+    background_refresh=True, freeze_gc=True,
 )
 
 

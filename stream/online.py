@@ -56,10 +56,11 @@ class Feedback:
 
 class OnlineRecommender:
     def __init__(self, settings: Settings, registry: ModelRegistry, sessions: SessionStore,
-                 background_refresh: bool = False) -> None:
+                 background_refresh: bool = False, freeze_gc: bool = False) -> None:
         self.s = settings
         self.registry, self.sessions = registry, sessions
-        self.models = ModelCache(registry, settings.seed, settings.model_refresh_s, settings.ann_min_items)
+        self.models = ModelCache(registry, settings.seed, settings.model_refresh_s, settings.ann_min_items,
+                                 freeze_gc=freeze_gc)
         self.stats = ItemStats(settings.popular_half_life_s, settings.fresh_window_s)
         self.params = CandidateParams(settings.candidates_gru, settings.candidates_popular,
                                       settings.candidates_fresh, settings.exclude_seen)
@@ -241,7 +242,7 @@ class OnlineRecommender:
                 items, teams = merge([i for i, _ in r.current], [i for i, _ in r.explorer], self.s.slate_size,
                                      self.rng)
             imp = new_impression_id()
-            self.pending[imp] = (m.name, items, teams)
+            self.pending[imp] = (m.name, tuple(items), tuple(teams))  # tuples of str: the GC stops tracking them
             if len(self.pending) > self.max_pending:
                 self.pending.popitem(last=False)
             feedback.counts[m.name]["impressions"] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -13,6 +14,7 @@ import torch
 
 from models.__main__ import publish_first_version
 from models.gru4rec import GRU4Rec, GRU4RecParams
+from models.recommend import ModelCache
 from models.registry import ModelRegistry
 from stream.online import OnlineRecommender
 from stream.records import Click
@@ -57,6 +59,24 @@ def test_publish_load_minor_references_parent_and_rollback_is_exact(registry):
     np.testing.assert_array_equal(back.explorer, w_exp)
     with pytest.raises(Exception, match="no such version"):
         registry.promote("v999")
+
+
+def test_a_service_model_cache_freezes_the_collector_once_after_its_first_model(registry):
+    v1 = publish_first_version(registry, _gru(1))
+    gc.unfreeze()
+    try:
+        ModelCache(registry).refresh(force=True)  # a test or library user: the collector is left alone
+        assert gc.get_freeze_count() == 0
+        cache = ModelCache(registry, freeze_gc=True)
+        assert cache.refresh(force=True).name == v1
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        w, w_exp = registry.ranker_weights(v1)
+        registry.promote(registry.publish_minor(v1, w, w_exp, {}))
+        cache.refresh(force=True)  # later versions are not frozen: they may be dropped again
+        assert cache.model.name != v1 and gc.get_freeze_count() <= frozen  # frozen objects freed since: fewer
+    finally:
+        gc.unfreeze()
 
 
 def test_promotion_is_atomic_under_concurrent_readers(services, prefix):
