@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="STREAMREC_BATCH_WITHIN_S of the workers (default: the setting's default)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (and pass-through processes) in one "
                    "consumer group, on the same cores")
+    p.add_argument("--latency-only", action="store_true", help="skip the throughput phase (pass-through and worker)")
     p.add_argument("--profile", type=Path, default=None, help="record each worker with py-spy into this folder")
     args = p.parse_args(argv)
     if args.profile is not None:
@@ -169,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
                         "clicks": len(events), "kafka": kafka.version, "command":
                         f"python -m bench.stream_throughput --clicks {args.clicks} --rate {args.rate:g} "
                         f"--latency-seconds {args.latency_seconds:g} --torch-threads {args.torch_threads} --workers {args.workers}"
-                        + (f" --batch-within {args.batch_within:g}" if args.batch_within is not None else "")}
-        for name, module, out_topic in (("passthrough", ["bench.passthrough_app"], "passthrough"),
-                                        ("worker", ["stream", "worker", "--loglevel", "warn"], "recommendations")):
+                        + (f" --batch-within {args.batch_within:g}" if args.batch_within is not None else "")
+                        + (" --latency-only" if args.latency_only else "")}
+        phases = () if args.latency_only else (("passthrough", ["bench.passthrough_app"], "passthrough"),
+                                               ("worker", ["stream", "worker", "--loglevel", "warn"], "recommendations"))
+        for name, module, out_topic in phases:
             prefix = f"{name}-{uuid.uuid4().hex[:6]}-"
             settings = Settings(kafka=kafka.address, topic_prefix=prefix)
             ensure_topics(settings)
@@ -202,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             result[f"{name}_answered"] = len(out)
             print(f"{name}: {result[f'{name}_clicks_per_s']:,.0f} clicks/s ({len(out)} of {sent['delivered']})",
                   file=sys.stderr)
-        result["worker_over_passthrough"] = result["worker_clicks_per_s"] / result["passthrough_clicks_per_s"]
+        if phases:
+            result["worker_over_passthrough"] = result["worker_clicks_per_s"] / result["passthrough_clicks_per_s"]
 
         prefix = f"latency-{uuid.uuid4().hex[:6]}-"
         settings = Settings(kafka=kafka.address, topic_prefix=prefix)
@@ -232,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         for at, x in paced_out:
             slices[int((at - paced_from) // 5)].append(x)
         result["latency_p50_ms_by_5s"] = [round(float(np.percentile(slices[k], 50)), 1) for k in sorted(slices)]
+        result["latency_p99_ms_by_5s"] = [round(float(np.percentile(slices[k], 99)), 1) for k in sorted(slices)]
         result.update(latency_rate_target=args.rate, latency_rate_sent=paced["rate_achieved"],
                       latency_slates=len(lat), latency_p50_ms=float(np.percentile(lat, 50)),
                       latency_p99_ms=float(np.percentile(lat, 99)), latency_max_ms=float(lat.max()))
