@@ -1,6 +1,7 @@
 """Stream throughput and click->slate latency on the Diginetica catalog, against its pass-through ceiling.
 
     python -m bench.stream_throughput [--clicks 50000] [--rate 1000] [--latency-seconds 30] [--workers 1]
+                                      [--order interleaved|session]
 
 Starts a real Kafka broker and Redis (infra/local.py), publishes a GRU4Rec model over Diginetica's
 43,097 items (100 hidden units, one quick epoch, ``bench.common.diginetica_model``: the HNSW recall
@@ -13,6 +14,13 @@ processes in one consumer group (started, and their group stable, before any cli
 3. latency: the real clicks replayed at ``--rate`` clicks/s into running workers; p50/p99 of the
    slates' click->slate latency (Kafka produce time to slate publication), also p50 per 5 s, which
    shows whether a backlog builds.
+
+``--order`` is how the test sessions' clicks are sent.  ``interleaved`` (the default) sends every
+session's first click, then every second click, and so on: the 4,200 sessions of 20,000 clicks are
+all active at once, a session's next click comes ~4 s after its last at 1,000 clicks/s, as when many
+people browse together.  ``session`` sends each session's clicks back to back (the split's own order):
+a batch of 32 clicks then holds ~3 sessions of ~10 clicks each, which the worker must step in ~10
+rounds of one GRU step each (a session's clicks stay in order) — a worst case, not traffic.
 
 For phases 1 and 2 it also reports the CPU seconds per 1,000 clicks of each worker, the broker and
 Redis (from /proc, between the first and the last answer), which says where the two cores go.
@@ -145,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="STREAMREC_BATCH_WITHIN_S of the workers (default: the setting's default)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (and pass-through processes) in one "
                    "consumer group, on the same cores")
+    p.add_argument("--order", choices=("interleaved", "session"), default="interleaved",
+                   help="send the sessions' clicks interleaved (k-th clicks of all sessions, then the k+1-th) or "
+                        "each session's back to back")
+    p.add_argument("--dump-latency", type=Path, default=None,
+                   help="write every paced slate's (seconds into the phase, latency ms) to this JSON file")
     p.add_argument("--latency-only", action="store_true", help="skip the throughput phase (pass-through and worker)")
     p.add_argument("--profile", type=Path, default=None, help="record each worker with py-spy into this folder")
     args = p.parse_args(argv)
@@ -159,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _, test = load_dataset("diginetica", DATA)
         events = test.head(args.clicks)  # 76,821 test clicks, in session order
+        if args.order == "interleaved":  # a stable sort on each click's place in its session
+            place = events.groupby("SessionId", sort=False).cumcount()
+            events = events.iloc[np.argsort(place.to_numpy(), kind="stable")]
         gru = diginetica_model(args.hidden)
         base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
         base.update(STREAMREC_KAFKA=kafka.address, STREAMREC_REDIS=rds.address, STREAMREC_WORKER_WEB_PORT="0",
@@ -171,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"python -m bench.stream_throughput --clicks {args.clicks} --rate {args.rate:g} "
                         f"--latency-seconds {args.latency_seconds:g} --torch-threads {args.torch_threads} --workers {args.workers}"
                         + (f" --batch-within {args.batch_within:g}" if args.batch_within is not None else "")
-                        + (" --latency-only" if args.latency_only else "")}
+                        + f" --order {args.order}" + (" --latency-only" if args.latency_only else "")}
         phases = () if args.latency_only else (("passthrough", ["bench.passthrough_app"], "passthrough"),
                                                ("worker", ["stream", "worker", "--loglevel", "warn"], "recommendations"))
         for name, module, out_topic in phases:
@@ -231,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         for w in workers:
             local.stop_pid(w.pid)
         paced_out = sorted((at, json.loads(v)["latency_ms"]) for at, v in out if at >= paced_from)
+        if args.dump_latency is not None:  # (seconds into the paced phase, latency ms) of every slate
+            args.dump_latency.write_text(json.dumps([(round(at - paced_from, 4), x) for at, x in paced_out]))
         lat = np.array([x for _, x in paced_out])
         slices = defaultdict(list)  # does the latency settle, or grow with a backlog?
         for at, x in paced_out:
