@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-threads", type=int, default=1, help="STREAMREC_TORCH_THREADS of each worker")
     p.add_argument("--batch-within", type=float, default=None,
                    help="STREAMREC_BATCH_WITHIN_S of the workers (default: the setting's default)")
+    p.add_argument("--set", action="append", default=[], metavar="STREAMREC_X=VALUE",
+                   help="a setting for the workers (repeatable), e.g. STREAMREC_FETCH_MAX_WAIT_MS=5")
     p.add_argument("--workers", type=int, default=1, help="worker processes (and pass-through processes) in one "
                    "consumer group, on the same cores")
     p.add_argument("--order", choices=("interleaved", "session"), default="interleaved",
@@ -181,13 +183,19 @@ def main(argv: list[str] | None = None) -> int:
                     PYTHONPATH=str(ROOT), STREAMREC_TORCH_THREADS=str(args.torch_threads))
         if args.batch_within is not None:
             base["STREAMREC_BATCH_WITHIN_S"] = str(args.batch_within)
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep or not key.startswith("STREAMREC_"):
+                p.error(f"--set wants STREAMREC_X=VALUE, not {item!r}")
+            base[key] = value
         result: dict = {"benchmark": "stream_throughput", "workers": args.workers, "catalog_items": gru.n_items,
                         "hidden": args.hidden,
                         "clicks": len(events), "kafka": kafka.version, "command":
                         f"python -m bench.stream_throughput --clicks {args.clicks} --rate {args.rate:g} "
                         f"--latency-seconds {args.latency_seconds:g} --torch-threads {args.torch_threads} --workers {args.workers}"
                         + (f" --batch-within {args.batch_within:g}" if args.batch_within is not None else "")
-                        + f" --order {args.order}" + (" --latency-only" if args.latency_only else "")}
+                        + f" --order {args.order}" + (" --latency-only" if args.latency_only else "")
+                        + "".join(f" --set {item}" for item in args.set)}
         phases = () if args.latency_only else (("passthrough", ["bench.passthrough_app"], "passthrough"),
                                                ("worker", ["stream", "worker", "--loglevel", "warn"], "recommendations"))
         for name, module, out_topic in phases:
