@@ -196,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                         + (f" --batch-within {args.batch_within:g}" if args.batch_within is not None else "")
                         + f" --order {args.order}" + (" --latency-only" if args.latency_only else "")
                         + "".join(f" --set {item}" for item in args.set)}
+        worker_cmd = ["stream", "worker", "--loglevel", "warn"]
         phases = () if args.latency_only else (("passthrough", ["bench.passthrough_app"], "passthrough"),
-                                               ("worker", ["stream", "worker", "--loglevel", "warn"], "recommendations"))
+                                               ("worker", worker_cmd, "recommendations"))
         for name, module, out_topic in phases:
             prefix = f"{name}-{uuid.uuid4().hex[:6]}-"
             settings = Settings(kafka=kafka.address, topic_prefix=prefix)
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in range(args.workers):
             env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=f"{prefix}app",
                        STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
-            workers.append(_worker(["stream", "worker", "--loglevel", "warn"], env, state / f"latency-{n}.log",
+            workers.append(_worker(worker_cmd, env, state / f"latency-{n}.log",
                                    args.profile))
         procs.extend(workers)
         _wait_for_group(kafka.address, f"{prefix}app", args.workers, workers)

@@ -67,9 +67,9 @@ class LoadedModel:
     @classmethod
     def from_version(cls, mv: ModelVersion, seed: int, previous: LoadedModel | None = None,
                      ann_min_items: int = 10_000) -> LoadedModel:
-        """Prepare ``mv``; a minor version of the ``previous`` model's GRU reuses its GRU, embeddings and index."""
+        """Prepare ``mv``; a minor version of the ``previous`` model's GRU reuses its embeddings and index
+        (and ``ModelRegistry.load(..., loaded=previous.version)`` has already reused the GRU itself)."""
         if previous is not None and previous.gru_version == mv.meta["gru_version"]:
-            mv.gru = previous.version.gru
             emb, ids, index, catalog, moments = (previous.emb, previous.item_ids, previous.index, previous.catalog,
                                                  previous._moments)
         else:

@@ -21,10 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     host, port = args.host or settings.serving_host, args.port or settings.serving_port
     if settings.serving_workers == 1:
-        uvicorn.run(create_app(settings, freeze_gc=True), host=host, port=port, log_level=args.log_level, access_log=False)
+        uvicorn.run(create_app(settings, freeze_gc=True), host=host, port=port, log_level=args.log_level,
+                    access_log=False)
     else:  # several processes on one socket, each with its own model cache (uvicorn builds each app)
-        uvicorn.run("serving.app:create_service_app", factory=True, workers=settings.serving_workers, host=host, port=port,
-                    log_level=args.log_level, access_log=False)
+        uvicorn.run("serving.app:create_service_app", factory=True, workers=settings.serving_workers, host=host,
+                    port=port, log_level=args.log_level, access_log=False)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,8 @@ async def answer_clicks(stream) -> None:
             log.exception("ranking a batch of %d clicks failed; answering with popular items", len(clicks))
             now = time.time()
             slates, feedback = [recommender.popular_slate(c, p, now) for c, p in zip(clicks, produced)], None
-        await slate_publisher.send(app.producer._ensure_producer(),
-                                   [(c.session_id.encode(), s.model_dump_json().encode()) for c, s in zip(clicks, slates)])
+        records = [(c.session_id.encode(), s.model_dump_json().encode()) for c, s in zip(clicks, slates)]
+        await slate_publisher.send(app.producer._ensure_producer(), records)
         _observe(clicks, produced, slates)
         prometheus.batch_clicks.observe(len(clicks))
         prometheus.batch_seconds.observe(time.perf_counter() - started)
