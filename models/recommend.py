@@ -3,7 +3,7 @@
 Both services must give a session the same ranking, so both call :func:`rank` here:
 
 1. **Candidates** (multi-path recall): GRU4Rec's top-N over the catalog (the session's own items
-   left out unless configured; exact, or an HNSW index for large catalogs, :mod:`models.recall`),
+   left out unless configured; exact, or an IVF index for large catalogs, :mod:`models.recall`),
    then recently popular and fresh items from :class:`ItemStats`.
 2. **Features**: the state is the GRU's last hidden layer plus the session's context (hour,
    length, time since the last click, activeness); each candidate brings its item embedding, recent
@@ -66,7 +66,7 @@ class LoadedModel:
 
     @classmethod
     def from_version(cls, mv: ModelVersion, seed: int, previous: LoadedModel | None = None,
-                     ann_min_items: int = 10_000) -> LoadedModel:
+                     ann_min_items: int = 10_000, ann_probe: float = 0.05) -> LoadedModel:
         """Prepare ``mv``; a minor version of the ``previous`` model's GRU reuses its embeddings and index
         (and ``ModelRegistry.load(..., loaded=previous.version)`` has already reused the GRU itself)."""
         if previous is not None and previous.gru_version == mv.meta["gru_version"]:
@@ -76,7 +76,7 @@ class LoadedModel:
             w, b, ids_list = mv.gru.item_embeddings()
             emb = torch.cat([torch.as_tensor(w), torch.zeros(1, w.shape[1])])
             ids, index, moments = list(ids_list), {item: i for i, item in enumerate(ids_list)}, None
-            catalog = CatalogIndex(torch.as_tensor(w), torch.as_tensor(b), min_items=ann_min_items)
+            catalog = CatalogIndex(torch.as_tensor(w), torch.as_tensor(b), min_items=ann_min_items, probe=ann_probe)
         return cls(mv, ranker_for(mv, mv.ranker, seed), ranker_for(mv, mv.explorer, seed), emb, ids, index, catalog,
                    moments)
 
@@ -131,9 +131,9 @@ class ModelCache:
     """The registry's current version, loaded once per version and re-checked at most every ``refresh_s``."""
 
     def __init__(self, registry: ModelRegistry, seed: int = 0, refresh_s: float = 0.5,
-                 ann_min_items: int = 10_000, freeze_gc: bool = False) -> None:
+                 ann_min_items: int = 10_000, freeze_gc: bool = False, ann_probe: float = 0.05) -> None:
         self.registry, self.seed, self.refresh_s, self.ann_min_items = registry, seed, refresh_s, ann_min_items
-        self.freeze_gc = freeze_gc
+        self.freeze_gc, self.ann_probe = freeze_gc, ann_probe
         self.model: LoadedModel | None = None
         self._checked_at = -math.inf
 
@@ -148,7 +148,7 @@ class ModelCache:
             return self.model
         mv = self.registry.load(current, loaded=self.model.version if self.model is not None else None)
         first = self.model is None
-        self.model = LoadedModel.from_version(mv, self.seed, self.model, self.ann_min_items)
+        self.model = LoadedModel.from_version(mv, self.seed, self.model, self.ann_min_items, self.ann_probe)
         if first and self.freeze_gc:
             # Everything alive now (imported libraries, the app, the first model: ~300k objects in a worker)
             # lives as long as the process.  Frozen, the cyclic collector stops walking it: a full collection

@@ -65,7 +65,7 @@ class ServingRecommender:
                                      settings.session_max_items)
         self.registry = ModelRegistry(self.slow, namespace=settings.topic_prefix)
         self.models = ModelCache(self.registry, settings.seed, refresh_s=0.0, ann_min_items=settings.ann_min_items,
-                                 freeze_gc=freeze_gc)
+                                 freeze_gc=freeze_gc, ann_probe=settings.ann_probe)
         self.params = CandidateParams(settings.candidates_gru, settings.candidates_popular,
                                       settings.candidates_fresh, settings.exclude_seen)
         self.stats = ItemStats(settings.popular_half_life_s, settings.fresh_window_s)

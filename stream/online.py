@@ -60,7 +60,7 @@ class OnlineRecommender:
         self.s = settings
         self.registry, self.sessions = registry, sessions
         self.models = ModelCache(registry, settings.seed, settings.model_refresh_s, settings.ann_min_items,
-                                 freeze_gc=freeze_gc)
+                                 freeze_gc=freeze_gc, ann_probe=settings.ann_probe)
         self.stats = ItemStats(settings.popular_half_life_s, settings.fresh_window_s)
         self.params = CandidateParams(settings.candidates_gru, settings.candidates_popular,
                                       settings.candidates_fresh, settings.exclude_seen)

@@ -64,8 +64,10 @@ class Settings(BaseSettings):
     candidates_gru: int = Field(40, ge=1, description="top-N items by GRU4Rec score")
     candidates_popular: int = Field(5, ge=0, description="recently popular items added to the candidates")
     candidates_fresh: int = Field(5, ge=0, description="newly seen items added to the candidates")
-    ann_min_items: int = Field(10_000, ge=0, description="catalogs this large get an HNSW index for the GRU top-N "
-                               "(faiss); smaller ones are scored exactly")
+    ann_min_items: int = Field(10_000, ge=0, description="catalogs this large get an inverted-file index for the GRU "
+                               "top-N (faiss IVF-Flat, ~sqrt(n) lists); smaller ones are scored exactly")
+    ann_probe: float = Field(0.05, gt=0, le=1, description="share of the index's lists scanned per query (at least "
+                             "8): more finds more of the exact top-N, and costs proportionally more")
     exclude_seen: bool = Field(True, description="leave a session's own items out of its candidates")
     popular_half_life_s: float = Field(3600.0, gt=0)
     fresh_window_s: float = Field(3600.0, gt=0)

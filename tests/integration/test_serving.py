@@ -43,7 +43,7 @@ def _publish_without_exploration(registry: ModelRegistry, gru) -> str:
 
 
 @pytest.mark.parametrize("ann_min_items, stored", [(10_000, 0), (0, 0), (10_000, 20)],
-                         ids=["exact-recall", "hnsw-recall", "stored-ranking"])
+                         ids=["exact-recall", "ivf-recall", "stored-ranking"])
 def test_serving_returns_the_ranking_the_stream_would(services, topics, tiny_gru, shared_data, ann_min_items, stored):
     """Serving ranks itself (stored=0) or answers from the ranking the stream kept with the session (stored=20)."""
     settings = _settings(services, topics, ann_min_items=ann_min_items, session_ranking_items=stored)
@@ -74,7 +74,7 @@ def test_serving_returns_the_ranking_the_stream_would(services, topics, tiny_gru
         assert unknown["fallback"] is True and unknown["reason"] == "unknown-session"
         assert len(unknown["items"]) == 5 and unknown["model_version"] == "popular"
         assert http.get("/readyz").json()["model_version"] == version
-        assert http.app.state.recommender.model.catalog.kind == ("hnsw" if ann_min_items == 0 else "exact")
+        assert http.app.state.recommender.model.catalog.kind == ("ivf" if ann_min_items == 0 else "exact")
         text = http.get("/metrics").text
         assert 'streamrec_serving_model{version="%s"} 1.0' % version in text
         assert 'streamrec_serving_fallbacks_total{reason="unknown-session"} 1.0' in text
