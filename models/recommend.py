@@ -22,12 +22,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 import torch
 
 from models.itemstats import ItemStats
-from models.ranker import DuelingQNetwork
+from models.ranker import DuelingQNetwork, inputs
 from models.recall import CatalogIndex
 from models.registry import ModelRegistry, ModelVersion
 from models.sessions import SessionState
@@ -251,8 +252,9 @@ def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], se
     scalars[..., 3] = sim
     context = torch.tensor(contexts, dtype=torch.float32)
     with torch.no_grad():
-        q_cur = model.current(last, context, emb, scalars).masked_fill(~valid, -math.inf)
-        q_exp = model.explorer(last, context, emb, scalars).masked_fill(~valid, -math.inf) if explore else None
+        shared = inputs(last, context, emb, scalars)
+        q_cur = model.current.q(*shared).masked_fill(~valid, -math.inf)
+        q_exp = model.explorer.q(*shared).masked_fill(~valid, -math.inf) if explore else None
     counts = lengths.tolist()
     cur = _sorted(names, cand, counts, q_cur, depth)
     exp = _sorted(names, cand, counts, q_exp, depth) if q_exp is not None else [None] * len(counts)
@@ -269,7 +271,12 @@ def _sorted(names: list[str], cand: torch.Tensor, counts: list[int], q: torch.Te
     order = torch.argsort(q, dim=1, descending=True, stable=True)[:, :k]
     values = q.gather(1, order).double().round(decimals=6).tolist()  # 6 decimals: compact JSON in slates and Redis
     items = cand.gather(1, order).tolist()
-    return [[(names[v], x) for v, x in zip(row[:n], qs[:n])] for row, qs, n in zip(items, values, counts)]
+    return [list(zip(_take(names, row[:n]), qs[:n])) for row, qs, n in zip(items, values, counts)]
+
+
+def _take(names: list[str], positions: list[int]) -> tuple[str, ...]:
+    """``names`` at ``positions``, looked up in C by ``operator.itemgetter`` (a Python loop cost 10 ms a batch)."""
+    return itemgetter(*positions)(names) if len(positions) > 1 else tuple(names[v] for v in positions)
 
 
 def popular_items(stats: ItemStats, t: float, k: int, fresh: int = 0) -> list[tuple[str, float]]:
