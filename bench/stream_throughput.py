@@ -1,11 +1,11 @@
 """Stream throughput and click->slate latency on the Diginetica catalog, against its pass-through ceiling.
 
     python -m bench.stream_throughput [--clicks 50000] [--rate 1000] [--latency-seconds 30] [--workers 1]
-                                      [--order interleaved|session]
+                                      [--order interleaved|session] [--linger-ms 5]
 
 Starts a real Kafka broker and Redis (infra/local.py), publishes a GRU4Rec model over Diginetica's
-43,097 items (100 hidden units, one quick epoch, ``bench.common.diginetica_model``: the HNSW recall
-index needs weights with structure), then measures, each on its own topics, with ``--workers``
+43,097 items (100 hidden units, one quick epoch, ``bench.common.diginetica_model``: the recall index
+needs weights with structure), then measures, each on its own topics, with ``--workers``
 processes in one consumer group (started, and their group stable, before any click is sent):
 
 1. the pass-through ceiling: ``--clicks`` Diginetica clicks sent as fast as the producer can, a Faust
@@ -13,7 +13,9 @@ processes in one consumer group (started, and their group stable, before any cli
 2. the full worker on the same clicks: clicks/s with a slate published for every click;
 3. latency: the real clicks replayed at ``--rate`` clicks/s into running workers; p50/p99 of the
    slates' click->slate latency (Kafka produce time to slate publication), also p50 per 5 s, which
-   shows whether a backlog builds.
+   shows whether a backlog builds;
+4. the latency floor: the same paced clicks through the pass-through (copy's produce time minus the
+   click's), what Kafka, Faust and the replay producer's ``--linger-ms`` cost before any ranking.
 
 ``--order`` is how the test sessions' clicks are sent.  ``interleaved`` (the default) sends every
 session's first click, then every second click, and so on: the 4,200 sessions of 20,000 clicks are
@@ -161,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dump-latency", type=Path, default=None,
                    help="write every paced slate's (seconds into the phase, latency ms) to this JSON file")
     p.add_argument("--latency-only", action="store_true", help="skip the throughput phase (pass-through and worker)")
+    p.add_argument("--linger-ms", type=float, default=5.0, help="linger.ms of the paced replay's producer (the "
+                   "simulator's default, 5): part of every click's latency")
+    p.add_argument("--no-passthrough-latency", action="store_true",
+                   help="skip the pass-through's latency at --rate (the floor the worker's latency is measured against)")
     p.add_argument("--profile", type=Path, default=None, help="record each worker with py-spy into this folder")
     args = p.parse_args(argv)
     if args.profile is not None:
@@ -195,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"--latency-seconds {args.latency_seconds:g} --torch-threads {args.torch_threads} --workers {args.workers}"
                         + (f" --batch-within {args.batch_within:g}" if args.batch_within is not None else "")
                         + f" --order {args.order}" + (" --latency-only" if args.latency_only else "")
+                        + f" --linger-ms {args.linger_ms:g}"
+                        + (" --no-passthrough-latency" if args.no_passthrough_latency else "")
                         + "".join(f" --set {item}" for item in args.set)}
         worker_cmd = ["stream", "worker", "--loglevel", "warn"]
         phases = () if args.latency_only else (("passthrough", ["bench.passthrough_app"], "passthrough"),
@@ -233,40 +241,55 @@ def main(argv: list[str] | None = None) -> int:
         if phases:
             result["worker_over_passthrough"] = result["worker_clicks_per_s"] / result["passthrough_clicks_per_s"]
 
-        prefix = f"latency-{uuid.uuid4().hex[:6]}-"
-        settings = Settings(kafka=kafka.address, topic_prefix=prefix)
-        ensure_topics(settings)
-        publish_first_version(ModelRegistry(redis.Redis.from_url(rds.address), prefix), gru)
-        workers, ports = [], [_free_port() for _ in range(args.workers)]
-        for n in range(args.workers):
-            env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=f"{prefix}app",
-                       STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
-            workers.append(_worker(worker_cmd, env, state / f"latency-{n}.log",
-                                   args.profile))
-        procs.extend(workers)
-        _wait_for_group(kafka.address, f"{prefix}app", args.workers, workers)
-        proc = workers[0]
-        warm = replay(settings, events.head(200), rate=200, has_time=False, progress=False)  # worker up and warm
-        _drain(kafka.address, settings.topic("recommendations"), warm["delivered"], timeout=120, proc=proc)
-        n = int(args.rate * args.latency_seconds)
-        paced_from = time.time()
-        paced = replay(settings, events.iloc[200: 200 + n], rate=args.rate, has_time=False, progress=False)
-        out = _drain(kafka.address, settings.topic("recommendations"), warm["delivered"] + paced["delivered"], 300)
-        result["latency_batches"] = {f"worker-{n}": _batches(port) for n, port in enumerate(ports)}
-        for w in workers:
-            local.stop_pid(w.pid)
-        paced_out = sorted((at, json.loads(v)["latency_ms"]) for at, v in out if at >= paced_from)
+        def paced(name: str, module: list[str], out_topic: str) -> tuple[list[tuple[float, float]], dict]:
+            """``--rate`` clicks/s into running ``module`` processes: (seconds into the phase, latency ms) per answer."""
+            prefix = f"{name}-{uuid.uuid4().hex[:6]}-"
+            settings = Settings(kafka=kafka.address, topic_prefix=prefix)
+            ensure_topics(settings)
+            publish_first_version(ModelRegistry(redis.Redis.from_url(rds.address), prefix), gru)
+            workers, ports = [], [_free_port() for _ in range(args.workers)]
+            for n in range(args.workers):
+                env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=f"{prefix}app",
+                           STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
+                workers.append(_worker(module, env, state / f"{name}-{n}.log", args.profile))
+            procs.extend(workers)
+            _wait_for_group(kafka.address, f"{prefix}app", args.workers, workers)
+            warm = replay(settings, events.head(200), rate=200, has_time=False, progress=False,
+                          linger_ms=args.linger_ms)  # the workers up, the model loaded
+            _drain(kafka.address, settings.topic(out_topic), warm["delivered"], timeout=120, proc=workers[0])
+            n = int(args.rate * args.latency_seconds)
+            paced_from = time.time()
+            sent = replay(settings, events.iloc[200: 200 + n], rate=args.rate, has_time=False, progress=False,
+                          linger_ms=args.linger_ms)
+            out = _drain(kafka.address, settings.topic(out_topic), warm["delivered"] + sent["delivered"], 300)
+            batches = {f"worker-{n}": _batches(port) for n, port in enumerate(ports)} if name == "latency" else {}
+            for w in workers:
+                local.stop_pid(w.pid)
+            if name == "latency":  # the slate's own figure: its publication minus the click's produce time
+                got = [(at, json.loads(v)["latency_ms"]) for at, v in out if at >= paced_from]
+            else:  # a copy carries the click, whose ts is its produce time: copy's produce time minus that
+                got = [(at, (at - json.loads(v)["ts"]) * 1000) for at, v in out if at >= paced_from]
+            return sorted((round(at - paced_from, 4), x) for at, x in got), dict(sent, batches=batches)
+
+        paced_out, sent = paced("latency", worker_cmd, "recommendations")
+        result["latency_batches"] = sent["batches"]
         if args.dump_latency is not None:  # (seconds into the paced phase, latency ms) of every slate
-            args.dump_latency.write_text(json.dumps([(round(at - paced_from, 4), x) for at, x in paced_out]))
+            args.dump_latency.write_text(json.dumps(paced_out))
         lat = np.array([x for _, x in paced_out])
         slices = defaultdict(list)  # does the latency settle, or grow with a backlog?
         for at, x in paced_out:
-            slices[int((at - paced_from) // 5)].append(x)
+            slices[int(at // 5)].append(x)
         result["latency_p50_ms_by_5s"] = [round(float(np.percentile(slices[k], 50)), 1) for k in sorted(slices)]
         result["latency_p99_ms_by_5s"] = [round(float(np.percentile(slices[k], 99)), 1) for k in sorted(slices)]
-        result.update(latency_rate_target=args.rate, latency_rate_sent=paced["rate_achieved"],
+        result.update(latency_rate_target=args.rate, latency_rate_sent=sent["rate_achieved"],
                       latency_slates=len(lat), latency_p50_ms=float(np.percentile(lat, 50)),
                       latency_p99_ms=float(np.percentile(lat, 99)), latency_max_ms=float(lat.max()))
+        if not args.no_passthrough_latency:  # the floor: the same paced clicks through the pass-through
+            copies, _ = paced("passthrough-latency", ["bench.passthrough_app"], "passthrough")
+            floor = np.array([x for _, x in copies])
+            result.update(passthrough_latency_p50_ms=float(np.percentile(floor, 50)),
+                          passthrough_latency_p99_ms=float(np.percentile(floor, 99)),
+                          passthrough_latency_max_ms=float(floor.max()))
         print(json.dumps(result, indent=2))
         return 0
     finally:

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--split", default="all", choices=["all", "train", "test"])
     rep.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
     rep.add_argument("--limit", type=int, default=None)
+    rep.add_argument("--linger-ms", type=float, default=5.0,
+                     help="the producer's linger.ms: batching delay added to every click (0 for the lowest latency)")
     cal = sub.add_parser("calibrate", help="CTR of random and oracle slates under the click model")
     _world_args(cal)
     cal.add_argument("--requests", type=int, default=50_000)
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         from simulator.replay import replay, replay_events
 
         events = replay_events(args.dataset, args.data_dir, args.split, args.limit)
-        summary = replay(settings, events, args.rate, has_time=args.dataset != "diginetica")
+        summary = replay(settings, events, args.rate, has_time=args.dataset != "diginetica", linger_ms=args.linger_ms)
         _print_summary(f"replay of {args.dataset}", summary)
         print(json.dumps(summary))
         return 0 if summary["failed"] == 0 else 1

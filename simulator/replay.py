@@ -42,9 +42,11 @@ def replay_events(name: str, data_dir: Path, split: str = "all", limit: int | No
 
 
 def replay(settings: Settings, events: pd.DataFrame, rate: float, has_time: bool, progress: bool = True,
-           session_prefix: str = "") -> dict:
+           session_prefix: str = "", linger_ms: float = 5.0) -> dict:
+    """Send ``events`` to ``clicks``; ``linger_ms`` is how long the producer gathers records into one request
+    (more throughput, and that much more latency for each click)."""
     ensure_topics(settings)
-    producer = Producer({"bootstrap.servers": settings.kafka, "enable.idempotence": True, "linger.ms": 5,
+    producer = Producer({"bootstrap.servers": settings.kafka, "enable.idempotence": True, "linger.ms": linger_ms,
                          "batch.num.messages": 10000, "queue.buffering.max.messages": 500000})
     # Connect before the clock starts: a new idempotent producer holds its first records 0.5-1 s while it
     # connects and gets a producer id, which a paced replay would count as the stream's latency.
