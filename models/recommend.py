@@ -115,16 +115,21 @@ class LoadedModel:
         gru = self.version.gru
         layers, size = len(gru.model.layers), gru.model.layers[-1]
         hidden = gru.init_hidden(len(states))
+        kept, rows = [], []  # states of this GRU version: copied in one go
         for b, st in enumerate(states):
             if st is None or not st.items:
                 continue
             if st.version == self.gru_version and st.hidden is not None and st.hidden.size == layers * size:
-                hidden[:, b] = torch.as_tensor(st.hidden).reshape(layers, size)
+                kept.append(b)
+                rows.append(st.hidden)
             else:  # new GRU weights: re-encode the session's recent items, never mix versions
                 h = gru.init_hidden(1)
                 for item in st.items:
                     h, _ = gru.step(h, self.indices([item]), score=False)
                 hidden[:, b] = h[:, 0]
+        if kept:
+            stacked = torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))  # (n, layers * size)
+            hidden[:, kept] = stacked.reshape(len(kept), layers, size).transpose(0, 1)
         return hidden
 
 
