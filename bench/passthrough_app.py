@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from stream.app import app, settings
+from stream.app import app, settings, use_event_loop
 from stream.batching import ready_batches
 from stream.publish import BatchPublisher
 from stream.topics import CLICKS
@@ -28,5 +28,6 @@ async def copy(stream) -> None:
 
 
 if __name__ == "__main__":
+    use_event_loop(settings.event_loop)  # the worker's loop: a fair ceiling
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     app.main()

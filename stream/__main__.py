@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_topics(settings)
     from stream import agents  # noqa: F401 - registers the agents on the app
-    from stream.app import app
+    from stream.app import app, use_event_loop
+
+    use_event_loop(settings.event_loop)
 
     sys.argv = ["python -m stream", "worker", "--loglevel", args.loglevel, "--without-web"] if settings.worker_web_port <= 0 \
         else ["python -m stream", "worker", "--loglevel", args.loglevel, "--web-port", str(settings.worker_web_port),

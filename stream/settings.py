@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
     auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$")
     torch_threads: int = Field(1, ge=1, description="torch threads per worker: a second thread made a batch faster "
                                "but spun on the core Kafka needs (1.03 vs 0.74 CPU-ms per click, bench/stream_throughput)")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="the worker's event loop: uvloop (libuv, in C) or asyncio's own; Faust hands every "
+        "record through several tasks, so the loop's speed is the pass-through's speed")
     fetch_max_wait_ms: int = Field(20, ge=1, le=1500, description="longest the broker holds a worker's fetch "
                                    "when there is nothing new (Faust's own 1,500 ms delayed clicks up to 1.5 s)")
     model_refresh_s: float = Field(0.5, gt=0, description="how often workers check model:current in Redis")
