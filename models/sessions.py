@@ -53,11 +53,14 @@ class SessionStore:
     def get(self, session_id: str) -> SessionState | None:
         return self.get_many([session_id])[session_id]
 
-    def put_many(self, states: dict[str, SessionState]) -> None:
-        pipe = self.r.pipeline(transaction=False)
+    def put_many(self, states: dict[str, SessionState], pipe: redis.client.Pipeline | None = None) -> None:
+        """Write ``states``; into ``pipe`` if given (the caller executes it with its own commands: one round trip)."""
+        own = pipe is None
+        pipe = self.r.pipeline(transaction=False) if own else pipe
         for sid, s in states.items():
             pipe.set(self.key(sid), self._encode(s), ex=self.ttl_s)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def _encode(self, s: SessionState) -> bytes:
         """The fields as orjson, then a zero byte (JSON never holds a raw one), then the hidden state's float32 bytes."""

@@ -159,9 +159,9 @@ class OnlineRecommender:
             self.stats.click(click.item_id, click.ts, from_slate=click.impression_id is not None)
         t = max(c.ts for c in clicks)
         self.snapshot_stats(t)  # the statistics this batch is ranked with
-        self._count(len(clicks))
         m = self.model  # one version for the whole batch, whatever the refresher swaps in meanwhile
         if m is None:
+            self._count(len(clicks))
             return [self.popular_slate(c, p, now) for c, p in zip(clicks, produced_at)], feedback
 
         rounds: list[list[int]] = []
@@ -184,7 +184,10 @@ class OnlineRecommender:
                 st = states[click.session_id]
                 st.ranking = r.current[: self.s.session_ranking_items]
                 st.ranking_version = m.name
-        self.sessions.put_many({sid: st for sid, st in states.items() if st is not None})
+        pipe = self.sessions.r.pipeline(transaction=False)  # the states and the click count: one round trip
+        self.sessions.put_many({sid: st for sid, st in states.items() if st is not None}, pipe)
+        pipe.incrby(clicks_key(self.s.topic_prefix), len(clicks))
+        pipe.execute()
         return self._slates(m, clicks, produced_at, ranked, feedback), feedback
 
     def _credit(self, click: Click, feedback: Feedback) -> None:
