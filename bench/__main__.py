@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "gru4rec-yoochoose": ["bench.gru4rec_quality", "--config", "yoochoose-xe"],
     "gru4rec-yoochoose-reference-params": ["bench.gru4rec_quality", "--config", "yoochoose-xe-reference-params"],
     "gru4rec-diginetica": ["bench.gru4rec_quality", "--config", "diginetica-bprmax"],
+    "recall-index": ["bench.recall_index"],
     "stream-throughput": ["bench.stream_throughput"],
     "stream-throughput-2-workers": ["bench.stream_throughput", "--workers", "2"],
     "serving-latency": ["bench.serving_latency"],
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, list[str]] = {
 }
 QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-params": ["--epochs", "1"],
          "gru4rec-diginetica": ["--epochs", "1"],
+         "recall-index": ["--queries", "512"],
          "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"],
          "stream-throughput-2-workers": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"],
          "serving-latency": ["--seconds", "5", "--rate", "200", "--clicks", "3000"],
@@ -69,13 +71,22 @@ def to_markdown(results: dict, facts: dict) -> str:
                   f"{r.get('workers', 1)} worker process(es) {r['worker_clicks_per_s']:,.0f} clicks/s with slates, pass-through ceiling "
                   f"{r['passthrough_clicks_per_s']:,.0f} clicks/s (ratio {r['worker_over_passthrough']:.2f}); "
                   f"click->slate latency at {r['latency_rate_target']:,.0f} clicks/s: p50 {r['latency_p50_ms']:,.0f} ms, "
-                  f"p99 {r['latency_p99_ms']:,.0f} ms."]
+                  f"p99 {r['latency_p99_ms']:,.0f} ms"
+                  + (f" (pass-through at the same rate: p50 {r['passthrough_latency_p50_ms']:,.0f} ms, p99 "
+                     f"{r['passthrough_latency_p99_ms']:,.0f} ms)." if "passthrough_latency_p50_ms" in r else ".")]
+    for name, r in results.items():
+        if r.get("benchmark") == "recall_index":
+            lines += ["", f"GRU4Rec top-{r['n']} recall over {r['catalog_items']:,} items (`{r['command']}`, one core):", "",
+                      "| index | build s | ms / 256 queries | ms / 32 queries | recall@n vs exact |",
+                      "| --- | --- | --- | --- | --- |"]
+            lines += [f"| {x['index']} | {x['build_s']} | {x['ms_per_256']} | {x['ms_per_32']} | {x['recall']} |"
+                      for x in r["rows"]]
     for name, r in results.items():
         if r.get("benchmark") == "online_study" and Path(r.get("table", "")).exists():
             lines += ["", Path(r["table"]).read_text().strip(), "", f"Aims: {json.dumps(r.get('aims', {}))}; "
                       f"plot: `{Path(r['plot']).relative_to(ROOT) if Path(r['plot']).is_relative_to(ROOT) else r['plot']}`."]
     for name, r in results.items():  # the rest: their scalar figures as reported
-        if "error" in r or r.get("benchmark") in ("stream_throughput", "online_study") or "recall@20" in r:
+        if "error" in r or r.get("benchmark") in ("stream_throughput", "online_study", "recall_index") or "recall@20" in r:
             continue
         figures = ", ".join(f"{k} {v:,.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
                             if isinstance(v, (int, float, bool)) and k not in ("benchmark",))

@@ -7,10 +7,10 @@ into nearest neighbours under L2 (Bachrach et al., 2014): items become ``[w_i, b
 queries ``[h, 1, 0]``, so the closest item is the one with the highest score.
 
 Why IVF-Flat and not HNSW (used before 2026-11-24): on the Diginetica model the inverted file (k-means
-into ~sqrt(n) lists, the closest 5% of lists scanned exactly) finds more of the exact top 40
-(recall 0.94 against 0.93 for HNSW with efSearch 128), answers a batch of 256 queries in about half
-the time (8.8 against 16.9 ms, one core) and builds in 1 s instead of 3.6 s, which shortens the pause
-when a major version is loaded (``python /work/...`` figures in the README, "Recall index").
+into ~sqrt(n) lists, the closest 5% of lists scanned exactly) finds more of the exact top 40 (recall
+0.94 against 0.93 for HNSW with efSearch 128), answers 256 queries in 10-11 ms against 17-24 ms (one
+core) and builds in about 1 s instead of 4 s, which shortens the pause when a major version is loaded
+(``python -m bench.recall_index``; figures in the README, "Recall index").
 
 The index is built on one thread with faiss's fixed k-means seed, which makes it deterministic: every
 worker and the serving endpoint build the same lists from the same version and so return the same
