@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 
 import numpy as np
@@ -195,7 +196,8 @@ def candidates(model: LoadedModel, last: torch.Tensor, seen_items: list[list[str
     Everything is done on whole-batch tensors, so the cost hardly grows with the batch.
     """
     n_items = len(model.item_ids)
-    seen_idx = [[i for i in model.indices(items).tolist() if i >= 0] for items in seen_items] \
+    get = model.index.get
+    seen_idx = [[i for i in map(get, items, repeat(-1)) if i >= 0] for items in seen_items] \
         if params.exclude_seen else None
     top_idx, _ = model.catalog.top(last, params.gru, seen_idx)
     extra = list(dict.fromkeys(stats.popular(t, params.popular) + stats.fresh(t, params.fresh)))
@@ -209,10 +211,10 @@ def candidates(model: LoadedModel, last: torch.Tensor, seen_items: list[list[str
     drop = (top_idx[:, :, None] == probe[None, None, :]).any(1)  # already among the GRU's top-N
     if seen_idx is not None:
         width = max((len(x) for x in seen_idx), default=0)
-        seen = torch.full((len(seen_idx), width), -3, dtype=torch.long)  # padding that matches no probe
+        seen = np.full((len(seen_idx), width), -3, dtype=np.int64)  # padding that matches no probe
         for row, x in enumerate(seen_idx):
-            seen[row, : len(x)] = torch.tensor(x, dtype=torch.long)
-        drop |= (seen[:, :, None] == probe[None, None, :]).any(1)
+            seen[row, : len(x)] = x
+        drop |= (torch.from_numpy(seen)[:, :, None] == probe[None, None, :]).any(1)
         for j in (extra_idx < 0).nonzero().flatten().tolist():  # unknown items are compared by id
             drop[:, j] |= torch.tensor([extra[j] in items for items in seen_items])
     rows = torch.cat([top_idx, code.expand(len(top_idx), -1).masked_fill(drop, -1)], 1)

@@ -250,7 +250,7 @@ class OnlineRecommender:
                 self.pending.popitem(last=False)
             feedback.counts[m.name]["impressions"] += 1
             self.stats.shown(items)
-            slates.append(Recommendation.model_construct(  # built here from checked parts: no validation needed
+            slates.append(Recommendation(
                 session_id=click.session_id, impression_id=imp, items=items,
                 scores=[q[team][item] for item, team in zip(items, teams)], teams=teams,
                 model_version=m.name, source="stream", ts=now, latency_ms=max(0.0, (now - produced_at[b]) * 1000)))
