@@ -71,6 +71,7 @@ async def send_dead_letter(event, reason: str) -> None:
 @app.agent(clicks_topic)
 async def answer_clicks(stream) -> None:
     """Validate each click; answer the valid ones with a slate, dead-letter the rest."""
+    await slate_publisher.prepare(app.producer._ensure_producer())
     async for events in ready_batches(stream, settings.batch_size, settings.batch_within_s, settings.batch_idle_s):
         valid: list[tuple[object, Click]] = []
         for event in events:

@@ -42,9 +42,7 @@ class BatchPublisher:
         """
         if not records:
             return []
-        if self._partitions is None:
-            await self._faust_topic.maybe_declare()  # created if missing, as topic.send would
-            self._partitions = sorted(await producer.partitions_for(self.topic))
+        await self.prepare(producer)
         by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         parts = self._partitions
         for key, value in records:
@@ -60,6 +58,14 @@ class BatchPublisher:
                         raise ValueError(f"a record of {len(value)} bytes does not fit in one produce batch")
             futures.append(await self._send(producer, batch, partition))
         return futures
+
+    async def prepare(self, producer) -> None:  # noqa: ANN001
+        """Declare the topic (created if missing, as ``topic.send`` would) and learn its partitions, once.
+
+        An agent calls this before its first batch, so no click waits for the metadata round trips."""
+        if self._partitions is None:
+            await self._faust_topic.maybe_declare()
+            self._partitions = sorted(await producer.partitions_for(self.topic))
 
     async def _send(self, producer, batch, partition: int) -> asyncio.Future:  # noqa: ANN001
         n = batch.record_count()
