@@ -64,16 +64,21 @@ def use_event_loop(name: str) -> None:
     asyncio's loop, its p50 / p99 at 1,000 clicks/s 10 / 24 ms against 12-14 / 43-480 ms, and the worker
     ~8% more clicks/s (``python -m bench.stream_throughput``, README "Stream throughput").
     """
-    if name == "uvloop":
-        import asyncio
+    if name != "uvloop":
+        return
+    import asyncio
 
+    try:
         import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # not built for this platform: asyncio's loop works, only slower
+        log.warning("uvloop is not installed; the worker runs on asyncio's event loop")
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 @app.task
 async def report_event_loop() -> None:
+    """Log which loop the worker runs on (``STREAMREC_EVENT_LOOP``)."""
     import asyncio
 
     log.info("event loop: %s", type(asyncio.get_running_loop()).__module__)
