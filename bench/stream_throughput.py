@@ -116,8 +116,8 @@ def _wait_for_group(bootstrap: str, group: str, members: int, procs: list[subpro
             desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
             if desc.state == ConsumerGroupState.STABLE and len(desc.members) == members:
                 return
-        except KafkaException:
-            pass  # the group does not exist yet
+        except (KafkaException, TimeoutError):
+            pass  # the group does not exist yet, or the broker is busy starting the workers: ask again
         time.sleep(1.0)
     raise RuntimeError(f"consumer group {group} not stable with {members} members after {timeout:.0f} s")
 
