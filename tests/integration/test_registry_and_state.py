@@ -160,3 +160,23 @@ def test_session_state_expires_after_inactivity(services, prefix):
     assert store.get("idle").items == ["a"] and 0 < client.ttl(store.key("idle")) <= 1
     time.sleep(2.1)
     assert store.get("idle") is None
+
+
+def test_session_state_round_trips_every_field_through_one_redis_string(services, prefix):
+    client = redis.Redis.from_url(services.redis)
+    store = SessionStore(client, prefix, ttl_s=60, max_items=3)
+    full = SessionState(items=["a", "b", "c", "d"], hidden=np.arange(6, dtype=np.float32) / 7, version="v1",
+                        clicks=4, first_ts=10.0, last_ts=40.5, prev_ts=30.25, partition=2, offset=17,
+                        ranking=[("x", 1.5), ("y", -0.25)], ranking_version="v1-minor-3")
+    bare = SessionState(items=["z"], clicks=1, first_ts=5.0, last_ts=5.0)  # no hidden state, ranking or previous click
+    client.hset(store.key("old"), mapping={"items": '["q"]', "n": 1})  # the hash layout of earlier releases
+    store.put_many({"full": full, "bare": bare})
+    got = store.get_many(["full", "bare", "old", "never"])
+    assert got["full"].items == ["b", "c", "d"]  # the last max_items
+    np.testing.assert_array_equal(got["full"].hidden, full.hidden)
+    assert (got["full"].version, got["full"].clicks, got["full"].first_ts, got["full"].last_ts, got["full"].prev_ts,
+            got["full"].partition, got["full"].offset, got["full"].ranking, got["full"].ranking_version) == \
+        ("v1", 4, 10.0, 40.5, 30.25, 2, 17, [("x", 1.5), ("y", -0.25)], "v1-minor-3")
+    assert got["bare"] == bare
+    assert got["old"] is None and got["never"] is None  # an old hash reads as a new session; the next write replaces it
+    assert client.type(store.key("full")) == b"string" and 0 < client.ttl(store.key("full")) <= 60
