@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 import torch
 
-from bench.common import DATA, diginetica_model
+from bench.common import DATA, diginetica_model, interleaved
 from models.data import load_dataset
 from models.recall import CatalogIndex
 
@@ -35,9 +35,7 @@ from models.recall import CatalogIndex
 def _hidden_states(gru, queries: int) -> torch.Tensor:
     """The last GRU layer after each of the first ``queries`` test clicks, sessions interleaved."""
     _, test = load_dataset("diginetica", DATA)
-    events = test.head(20_000)
-    place = events.groupby("SessionId", sort=False).cumcount()
-    events = events.iloc[np.argsort(place.to_numpy(), kind="stable")].head(queries)
+    events = interleaved(test.head(20_000)).head(queries)
     _, _, ids = gru.item_embeddings()
     index = {item: i for i, item in enumerate(ids)}
     state: dict = {}

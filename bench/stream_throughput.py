@@ -53,7 +53,7 @@ import redis
 from confluent_kafka import ConsumerGroupState, Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from bench.common import diginetica_model
+from bench.common import diginetica_model, interleaved
 from infra import local
 from models.__main__ import publish_first_version
 from models.data import load_dataset
@@ -180,9 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _, test = load_dataset("diginetica", DATA)
         events = test.head(args.clicks)  # 76,821 test clicks, in session order
-        if args.order == "interleaved":  # a stable sort on each click's place in its session
-            place = events.groupby("SessionId", sort=False).cumcount()
-            events = events.iloc[np.argsort(place.to_numpy(), kind="stable")]
+        if args.order == "interleaved":
+            events = interleaved(events)
         gru = diginetica_model(args.hidden)
         base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
         base.update(STREAMREC_KAFKA=kafka.address, STREAMREC_REDIS=rds.address, STREAMREC_WORKER_WEB_PORT="0",

@@ -82,10 +82,13 @@ class LoadedModel:
         return cls(mv, ranker_for(mv, mv.ranker, seed), ranker_for(mv, mv.explorer, seed), emb, ids, index, catalog,
                    moments)
 
-    def indices(self, items: list[str]) -> torch.Tensor:
+    def positions(self, items: list[str]) -> list[int]:
         """Model indices of item ids, -1 for items the GRU does not know (cold start)."""
-        get = self.index.get
-        return torch.tensor([get(i, -1) for i in items], dtype=torch.long)
+        return list(map(self.index.get, items, repeat(-1)))
+
+    def indices(self, items: list[str]) -> torch.Tensor:
+        """:meth:`positions` as a tensor."""
+        return torch.tensor(self.positions(items), dtype=torch.long)
 
     def score_moments(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of h's GRU scores over the whole catalog, without computing them.
@@ -196,8 +199,7 @@ def candidates(model: LoadedModel, last: torch.Tensor, seen_items: list[list[str
     Everything is done on whole-batch tensors, so the cost hardly grows with the batch.
     """
     n_items = len(model.item_ids)
-    get = model.index.get
-    seen_idx = [[i for i in map(get, items, repeat(-1)) if i >= 0] for items in seen_items] \
+    seen_idx = [[i for i in model.positions(items) if i >= 0] for items in seen_items] \
         if params.exclude_seen else None
     top_idx, _ = model.catalog.top(last, params.gru, seen_idx)
     extra = list(dict.fromkeys(stats.popular(t, params.popular) + stats.fresh(t, params.fresh)))

@@ -48,8 +48,9 @@ def replay(settings: Settings, events: pd.DataFrame, rate: float, has_time: bool
     ensure_topics(settings)
     producer = Producer({"bootstrap.servers": settings.kafka, "enable.idempotence": True, "linger.ms": linger_ms,
                          "batch.num.messages": 10000, "queue.buffering.max.messages": 500000})
-    # Connect before the clock starts: a new idempotent producer holds its first records 0.5-1 s while it
-    # connects and gets a producer id, which a paced replay would count as the stream's latency.
+    # Connect before the clock starts, so a paced replay does not count the connection as the stream's latency.
+    # (On a broker that has never handed out a producer id, the first idempotent producer still waits ~0.5 s for
+    # one; the benchmarks warm the broker first, and `make demo` sends a warm-up click.)
     producer.list_topics(timeout=30)
     failed: list[str] = []
     delivered = 0
