@@ -105,7 +105,7 @@ def _worker(module: list[str], env: dict, log: Path, profile: Path | None = None
 
 def _wait_for_group(bootstrap: str, group: str, members: int, procs: list[subprocess.Popen],
                     timeout: float = 180.0) -> None:
-    """Wait until the workers' consumer group is stable with all of them in it, so no rebalance lands mid-run."""
+    """Wait until the workers' clicks group (``stream.intake.clicks_group``) is stable with all of them in it, so no rebalance lands mid-run."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -151,8 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-seconds", type=float, default=30.0)
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--torch-threads", type=int, default=1, help="STREAMREC_TORCH_THREADS of each worker")
-    p.add_argument("--batch-within", type=float, default=None,
-                   help="STREAMREC_BATCH_WITHIN_S of the workers (default: the setting's default)")
     p.add_argument("--set", action="append", default=[], metavar="STREAMREC_X=VALUE",
                    help="a setting for the workers (repeatable), e.g. STREAMREC_FETCH_MAX_WAIT_MS=5")
     p.add_argument("--workers", type=int, default=1, help="worker processes (and pass-through processes) in one "
@@ -186,8 +184,6 @@ def main(argv: list[str] | None = None) -> int:
         base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
         base.update(STREAMREC_KAFKA=kafka.address, STREAMREC_REDIS=rds.address, STREAMREC_WORKER_WEB_PORT="0",
                     PYTHONPATH=str(ROOT), STREAMREC_TORCH_THREADS=str(args.torch_threads))
-        if args.batch_within is not None:
-            base["STREAMREC_BATCH_WITHIN_S"] = str(args.batch_within)
         for item in args.set:
             key, sep, value = item.partition("=")
             if not sep or not key.startswith("STREAMREC_"):
@@ -198,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
                         "clicks": len(events), "kafka": kafka.version, "command":
                         f"python -m bench.stream_throughput --clicks {args.clicks} --rate {args.rate:g} "
                         f"--latency-seconds {args.latency_seconds:g} --torch-threads {args.torch_threads} --workers {args.workers}"
-                        + (f" --batch-within {args.batch_within:g}" if args.batch_within is not None else "")
                         + f" --order {args.order}" + (" --latency-only" if args.latency_only else "")
                         + f" --linger-ms {args.linger_ms:g}"
                         + (" --no-passthrough-latency" if args.no_passthrough_latency else "")
@@ -219,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                            STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
                 workers.append(_worker(module, env, state / f"{name}-{n}.log", args.profile))
             procs.extend(workers)
-            _wait_for_group(kafka.address, group, args.workers, workers)
+            _wait_for_group(kafka.address, f"{group}-clicks", args.workers, workers)
             pids = {**{f"worker-{n}": w.pid for n, w in enumerate(workers)}, "kafka": kafka.pid, "redis": rds.pid}
             cpu_at_first: dict[str, float] = {}
             sent = replay(settings, events, rate=0, has_time=False, progress=False)
@@ -252,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                            STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
                 workers.append(_worker(module, env, state / f"{name}-{n}.log", args.profile))
             procs.extend(workers)
-            _wait_for_group(kafka.address, f"{prefix}app", args.workers, workers)
+            _wait_for_group(kafka.address, f"{prefix}app-clicks", args.workers, workers)
             warm = replay(settings, events.head(200), rate=200, has_time=False, progress=False,
                           linger_ms=args.linger_ms)  # the workers up, the model loaded
             _drain(kafka.address, settings.topic(out_topic), warm["delivered"], timeout=120, proc=workers[0])

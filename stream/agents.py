@@ -1,9 +1,11 @@
 """Stream agents: clicks in, slates (or dead letters) out; interleaving outcomes to the DBGD leader.
 
-``answer_clicks`` reads ``clicks`` in micro-batches, validates each record (a malformed one goes to
-``dead-letters`` with its reason and the worker keeps running) and answers every valid click with
-one slate on ``recommendations``, ranked by :class:`stream.online.OnlineRecommender`.  If ranking a
-batch fails (Redis unreachable, say), the batch is still answered, with recently popular items.
+``AnswerClicks`` reads ``clicks`` in micro-batches (whatever librdkafka has fetched, ``stream/intake.py``),
+validates each record (a malformed one goes to ``dead-letters`` with its reason and the worker keeps
+running) and answers every valid click with one slate on ``recommendations``, ranked by
+:class:`stream.online.OnlineRecommender`.  If ranking a batch fails (Redis unreachable, say), the batch
+is still answered, with recently popular items.  A batch's slates, dead letters and DBGD feedback go
+out together, and its clicks count as done once all of them are on the broker.
 
 ``decide_dbgd`` consumes the single-partition ``dbgd-feedback`` topic, so one worker decides for
 all (:class:`stream.leader.DbgdLeader`) and announces new versions on ``model-updates``.  The same
@@ -18,19 +20,20 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 
 import redis
+from confluent_kafka import Message
 
 from models.registry import ModelRegistry
 from stream.app import app, settings
-from stream.batching import ready_batches
+from stream.intake import ClickIntake, Outgoing
 from models.interleave import CURRENT, EXPLORER
 from stream.drift import CtrDriftDetector
 from stream.leader import DbgdLeader
 from stream.metrics import OnlineMetrics
 from stream.prometheus import WorkerPrometheus
 from stream.online import OnlineRecommender
-from stream.publish import BatchPublisher
 from stream.records import Click, InvalidRecord, dead_letter, decode_click
 from stream.retrainer import Retrainer, request_retrain
 from models.sessions import SessionStore
@@ -39,12 +42,10 @@ from stream.topics import CLICKS, DBGD_FEEDBACK, DEAD_LETTERS, METRICS, MODEL_UP
 log = logging.getLogger(__name__)
 
 raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-clicks_topic = app.topic(settings.topic(CLICKS), partitions=settings.clicks_partitions, **raw)
-recommendations_topic = app.topic(settings.topic(RECOMMENDATIONS), partitions=settings.recommendations_partitions, **raw)
-dead_letters_topic = app.topic(settings.topic(DEAD_LETTERS), partitions=settings.dead_letters_partitions, **raw)
+RECOMMENDATIONS_TOPIC, DEAD_LETTERS_TOPIC = settings.topic(RECOMMENDATIONS), settings.topic(DEAD_LETTERS)
+FEEDBACK_TOPIC = settings.topic(DBGD_FEEDBACK)
 model_updates_topic = app.topic(settings.topic(MODEL_UPDATES), partitions=settings.model_updates_partitions, **raw)
-feedback_topic = app.topic(settings.topic(DBGD_FEEDBACK), partitions=1, value_serializer="json")
-slate_publisher = BatchPublisher(recommendations_topic)  # a batch's slates, one produce batch per partition
+feedback_topic = app.topic(FEEDBACK_TOPIC, partitions=1, value_serializer="json")
 
 redis_client = redis.Redis.from_url(settings.redis, socket_timeout=2.0, socket_connect_timeout=2.0)
 registry = ModelRegistry(redis_client, namespace=settings.topic_prefix)
@@ -60,44 +61,46 @@ metrics_topic = app.topic(settings.topic(METRICS), partitions=settings.metrics_p
 WORKER_ID = f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def send_dead_letter(event, reason: str) -> None:
-    msg = event.message
-    letter = dead_letter(msg.topic, msg.partition, msg.offset, reason, event.value, settings.dead_letter_raw_bytes)
-    log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-    prometheus.dead_letters.inc()
-    await dead_letters_topic.send(value=letter.model_dump_json().encode())
+@app.service
+class AnswerClicks(ClickIntake):
+    """Validate each click; answer the valid ones with a slate, dead-letter the rest (stream/intake.py reads them)."""
 
+    topic = settings.topic(CLICKS)
+    settings = settings
 
-@app.agent(clicks_topic)
-async def answer_clicks(stream) -> None:
-    """Validate each click; answer the valid ones with a slate, dead-letter the rest."""
-    await slate_publisher.prepare(app.producer._ensure_producer())
-    async for events in ready_batches(stream, settings.batch_size, settings.batch_within_s, settings.batch_idle_s):
-        valid: list[tuple[object, Click]] = []
-        for event in events:
+    def handle(self, messages: Sequence[Message]) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        valid: list[tuple[Message, Click]] = []
+        for m in messages:
             try:
-                valid.append((event, decode_click(event.value, settings.max_event_bytes)))
+                valid.append((m, decode_click(m.value(), settings.max_event_bytes)))
             except InvalidRecord as err:
-                await send_dead_letter(event, str(err))
+                out.append((DEAD_LETTERS_TOPIC, m.key(), _dead_letter(m, str(err))))
         if not valid:
-            continue
+            return out
         started = time.perf_counter()
         clicks = [c for _, c in valid]
-        produced = [e.message.timestamp for e, _ in valid]
+        produced = [m.timestamp()[1] / 1000.0 for m, _ in valid]
         try:
-            offsets = [(e.message.partition, e.message.offset) for e, _ in valid]
+            offsets = [(m.partition(), m.offset()) for m, _ in valid]
             slates, feedback = recommender.process(clicks, produced, offsets)
         except Exception:  # noqa: BLE001 - degrade, do not stop: answer with popular items
             log.exception("ranking a batch of %d clicks failed; answering with popular items", len(clicks))
             now = time.time()
             slates, feedback = [recommender.popular_slate(c, p, now) for c, p in zip(clicks, produced)], None
-        records = [(c.session_id.encode(), s.model_dump_json().encode()) for c, s in zip(clicks, slates)]
-        await slate_publisher.send(app.producer._ensure_producer(), records)
+        out.extend((RECOMMENDATIONS_TOPIC, m.key(), s.model_dump_json().encode()) for (m, _), s in zip(valid, slates))
+        out.extend((FEEDBACK_TOPIC, None, json.dumps(f).encode()) for f in (feedback.as_messages() if feedback else []))
         _observe(clicks, produced, slates)
         prometheus.batch_clicks.observe(len(clicks))
         prometheus.batch_seconds.observe(time.perf_counter() - started)
-        for message in feedback.as_messages() if feedback else []:
-            await feedback_topic.send(value=message)
+        return out
+
+
+def _dead_letter(m: Message, reason: str) -> bytes:
+    letter = dead_letter(m.topic(), m.partition(), m.offset(), reason, m.value(), settings.dead_letter_raw_bytes)
+    log.warning("dead letter %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), reason)
+    prometheus.dead_letters.inc()
+    return letter.model_dump_json().encode()
 
 
 def _observe(clicks: list[Click], produced: list[float], slates: list) -> None:

@@ -35,11 +35,8 @@ class Settings(BaseSettings):
     app_id: str = Field("streamrec", description="Faust app id: consumer group and changelog topic prefix")
     data_dir: Path = Field(Path(".run/faust"), description="Faust's local table state")
     worker_web_port: int = Field(6066, description="Faust's web server port (0 disables it)")
-    batch_size: int = Field(256, ge=1, description="clicks per micro-batch")
-    batch_within_s: float = Field(0.05, gt=0, description="longest a micro-batch lingers for more clicks after its "
-                                  "first (stream/batching.py)")
-    batch_idle_s: float = Field(0.001, gt=0, description="a micro-batch is handed over as soon as this long passes "
-                                "without a new click: full batches while a backlog drains, no wait at a low rate")
+    batch_size: int = Field(256, ge=1, description="most clicks per micro-batch: a batch is what the consumer has "
+                            "fetched, up to this many (stream/intake.py)")
     slate_size: int = Field(10, ge=1, le=200, description="items per slate")
     max_event_bytes: int = Field(16_384, ge=256, description="larger click records are dead-lettered")
     dead_letter_raw_bytes: int = Field(65_536, ge=256, description="bytes of the raw record kept in a dead letter")
