@@ -1,21 +1,23 @@
 """Stream throughput and click->slate latency on the Diginetica catalog, against its pass-through ceiling.
 
-    python -m bench.stream_throughput [--clicks 50000] [--rate 1000] [--latency-seconds 30] [--workers 1]
-                                      [--order interleaved|session] [--linger-ms 5]
+    python -m bench.stream_throughput [--clicks 50000] [--rate 1000] [--latency-seconds 30] [--warmup-seconds 10]
+                                      [--workers 1] [--order interleaved|session] [--linger-ms 5]
 
 Starts a real Kafka broker and Redis (infra/local.py), publishes a GRU4Rec model over Diginetica's
 43,097 items (100 hidden units, one quick epoch, ``bench.common.diginetica_model``: the recall index
 needs weights with structure), then measures, each on its own topics, with ``--workers``
 processes in one consumer group (started, and their group stable, before any click is sent):
 
-1. the pass-through ceiling: ``--clicks`` Diginetica clicks sent as fast as the producer can, a Faust
-   agent copying them to another topic; rate = clicks / (last copy - first copy);
+1. the pass-through ceiling: ``--clicks`` Diginetica clicks sent as fast as the producer can, the
+   worker's own clicks intake (``stream.intake``, in a Faust app) copying them to another topic;
+   rate = clicks / (last copy - first copy);
 2. the full worker on the same clicks: clicks/s with a slate published for every click;
-3. latency: the real clicks replayed at ``--rate`` clicks/s into running workers; p50/p99 of the
-   slates' click->slate latency (Kafka produce time to slate publication), also p50 per 5 s, which
-   shows whether a backlog builds;
+3. latency: the real clicks replayed at ``--rate`` clicks/s into running workers; after
+   ``--warmup-seconds`` at that rate, p50/p99 of the slates' click->slate latency over
+   ``--latency-seconds`` (Kafka produce time to slate publication), also p50/p99 per 5 s, which
+   show whether a backlog builds;
 4. the latency floor: the same paced clicks through the pass-through (copy's produce time minus the
-   click's), what Kafka, Faust and the replay producer's ``--linger-ms`` cost before any ranking.
+   click's), what Kafka, the intake and the replay producer's ``--linger-ms`` cost before any ranking.
 
 ``--order`` is how the test sessions' clicks are sent.  ``interleaved`` (the default) sends every
 session's first click, then every second click, and so on: the 4,200 sessions of 20,000 clicks are
@@ -149,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clicks", type=int, default=50_000)
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--latency-seconds", type=float, default=30.0)
+    p.add_argument("--warmup-seconds", type=float, default=10.0,
+                   help="the paced phases run this long at --rate before the --latency-seconds that are measured: "
+                        "a freshly started worker's first ~10 s are slower (README, 'Stream throughput')")
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--torch-threads", type=int, default=1, help="STREAMREC_TORCH_THREADS of each worker")
     p.add_argument("--set", action="append", default=[], metavar="STREAMREC_X=VALUE",
@@ -180,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         events = test.head(args.clicks)  # 76,821 test clicks, in session order
         if args.order == "interleaved":
             events = interleaved(events)
+        need = 200 + int(args.rate * (args.warmup_seconds + args.latency_seconds))
+        paced_events = events if len(events) >= need else interleaved(test) if args.order == "interleaved" else test
+        if len(paced_events) < need:
+            p.error(f"--rate x (--warmup-seconds + --latency-seconds) needs {need} clicks; the test split has "
+                    f"{len(test)}")
         gru = diginetica_model(args.hidden)
         base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
         base.update(STREAMREC_KAFKA=kafka.address, STREAMREC_REDIS=rds.address, STREAMREC_WORKER_WEB_PORT="0",
@@ -193,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                         "hidden": args.hidden,
                         "clicks": len(events), "kafka": kafka.version, "command":
                         f"python -m bench.stream_throughput --clicks {args.clicks} --rate {args.rate:g} "
-                        f"--latency-seconds {args.latency_seconds:g} --torch-threads {args.torch_threads} --workers {args.workers}"
+                        f"--latency-seconds {args.latency_seconds:g} --warmup-seconds {args.warmup_seconds:g} --torch-threads {args.torch_threads} --workers {args.workers}"
                         + f" --order {args.order}" + (" --latency-only" if args.latency_only else "")
                         + f" --linger-ms {args.linger_ms:g}"
                         + (" --no-passthrough-latency" if args.no_passthrough_latency else "")
@@ -248,13 +258,13 @@ def main(argv: list[str] | None = None) -> int:
                 workers.append(_worker(module, env, state / f"{name}-{n}.log", args.profile))
             procs.extend(workers)
             _wait_for_group(kafka.address, f"{prefix}app-clicks", args.workers, workers)
-            warm = replay(settings, events.head(200), rate=200, has_time=False, progress=False,
+            warm = replay(settings, paced_events.head(200), rate=200, has_time=False, progress=False,
                           linger_ms=args.linger_ms)  # the workers up, the model loaded
             _drain(kafka.address, settings.topic(out_topic), warm["delivered"], timeout=120, proc=workers[0])
-            n = int(args.rate * args.latency_seconds)
-            paced_from = time.time()
-            sent = replay(settings, events.iloc[200: 200 + n], rate=args.rate, has_time=False, progress=False,
-                          linger_ms=args.linger_ms)
+            n, warm_n = int(args.rate * args.latency_seconds), int(args.rate * args.warmup_seconds)
+            paced_from = time.time() + args.warmup_seconds  # one paced replay; its first seconds are not measured
+            sent = replay(settings, paced_events.iloc[200: 200 + warm_n + n], rate=args.rate, has_time=False,
+                          progress=False, linger_ms=args.linger_ms)
             out = _drain(kafka.address, settings.topic(out_topic), warm["delivered"] + sent["delivered"], 300)
             batches = {f"worker-{n}": _batches(port) for n, port in enumerate(ports)} if name == "latency" else {}
             for w in workers:
