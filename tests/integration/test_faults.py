@@ -76,6 +76,48 @@ def test_kill_9_under_load_every_click_answered_and_states_consistent(services, 
         assert states[s] is not None and states[s].items == its and states[s].clicks == len(its), s
 
 
+def test_a_worker_joining_and_another_leaving_hand_over_without_loss_or_duplicates(services, topics, stream_env,
+                                                                                     tmp_path, tiny_gru):
+    """The clicks intake's hand-over: before partitions move, the old owner's answers are acknowledged and its
+    offsets committed (stream/intake.py), so the new owner starts right after the last answered click."""
+    client = redis.Redis.from_url(services.redis)
+    publish_first_version(ModelRegistry(client, namespace=topics), tiny_gru)
+    items = [str(i) for i in tiny_gru.item_ids[:500]]
+    rng = random.Random(7)
+    sessions = {f"r{n}": [rng.choice(items) for _ in range(rng.randint(2, 5))] for n in range(300)}
+    records = [(s.encode(), _click(s, item, 1000.0 + j)) for j in range(5) for s, its in sessions.items()
+               if j < len(its) for item in [its[j]]]
+    per_session = Counter(key.decode() for key, _ in records)
+    slates = f"{topics}recommendations"
+    first = ServiceProcess(["stream", "worker"], stream_env, tmp_path / "first.log").start()
+    second = ServiceProcess(["stream", "worker"], stream_env, tmp_path / "second.log")
+    sender = threading.Thread(target=lambda: [produce(services.kafka, f"{topics}clicks", records[i: i + 50]) or
+                                              time.sleep(0.25) for i in range(0, len(records), 50)])
+    try:
+        sender.start()
+        consume(services.kafka, [slates], timeout=90, until=lambda r: len(r[slates]) >= len(records) // 4)
+        second.start()  # joins the group: the first worker gives up some partitions
+        deadline = time.monotonic() + 90
+        while "assigned " + f"{topics}clicks" not in second.log() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        consume(services.kafka, [slates], timeout=90, until=lambda r: len(r[slates]) >= len(records) // 2)
+        first.stop()  # leaves (SIGTERM): the second worker takes everything
+        sender.join(timeout=90)
+        got = consume(services.kafka, [slates], timeout=180, settle=3.0,
+                      until=lambda r: _answered(r[slates], per_session)[0] == 0)
+        assert second.alive(), second.log()[-2000:]
+    finally:
+        first.stop()
+        second.stop()
+    short, duplicates = _answered(got[slates], per_session)
+    assert short == 0, f"{short} sessions have clicks without a slate"
+    assert duplicates == 0, f"{duplicates} clicks were answered twice across the hand-overs"
+    assert "revoking" in first.log() and f"assigned {topics}clicks" in second.log()
+    states = SessionStore(client, topics).get_many(list(sessions))
+    for s, its in sessions.items():
+        assert states[s] is not None and states[s].items == its and states[s].clicks == len(its), s
+
+
 def test_restarting_the_broker_mid_run_loses_no_click(tmp_path, tiny_gru):
     state = tmp_path / "own"
     kafka, rds = local.start_kafka(state), local.start_redis(state)
