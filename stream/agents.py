@@ -146,28 +146,33 @@ retrainer = Retrainer(settings, registry)
 
 @app.agent(feedback_topic)
 async def decide_dbgd(stream) -> None:
-    """The DBGD decision-maker and the drift detector: one partition, so one worker sees every outcome."""
+    """The DBGD decision-maker and the drift detector: one partition, so one worker sees every outcome.
+
+    Every worker batch sends one message, hundreds a second in all, so they are taken in batches too: the
+    registry is read and the DBGD/drift state written to Redis once per batch, not per message."""
     leader = DbgdLeader(settings, registry)
-    async for message in stream:
+    async for messages in stream.take(settings.batch_size, within=0.05):
         try:
-            impressions = int(message.get("impressions", 0))
-            if drift.update(impressions, int(message.get(CURRENT, 0)) + int(message.get(EXPLORER, 0)), time.time()):
-                before, after = drift.last_change
-                log.warning("CTR drift: ADWIN found a drop (CTR %.4f before, %.4f in the newest %d impressions)%s",
-                            before, after, drift.state()["window"],
-                            f"; a major retrain after {settings.drift_retrain_after} more impressions"
-                            if settings.drift_retrain else "")
-            due, cut_ts = drift.retrain_due()
-            if due and settings.drift_retrain:
-                log.warning("requesting a major retrain on the traffic since the CTR drop")
-                request_retrain(redis_client, settings.topic_prefix, "drift", ctr=drift.ctr, since=cut_ts)
-            update = leader.observe(message) if settings.explore else None  # no explorer: nothing to decide
+            for message in messages:
+                impressions = int(message.get("impressions", 0))
+                clicked = int(message.get(CURRENT, 0)) + int(message.get(EXPLORER, 0))
+                if drift.update(impressions, clicked, time.time()):
+                    before, after = drift.last_change
+                    log.warning("CTR drift: ADWIN found a drop (CTR %.4f before, %.4f in the newest %d impressions)%s",
+                                before, after, drift.state()["window"],
+                                f"; a major retrain after {settings.drift_retrain_after} more impressions"
+                                if settings.drift_retrain else "")
+                due, cut_ts = drift.retrain_due()
+                if due and settings.drift_retrain:
+                    log.warning("requesting a major retrain on the traffic since the CTR drop")
+                    request_retrain(redis_client, settings.topic_prefix, "drift", ctr=drift.ctr, since=cut_ts)
+            updates = leader.observe_many(messages) if settings.explore else []  # no explorer: nothing to decide
             redis_client.mset({f"{settings.topic_prefix}dbgd": json.dumps(leader.state()),
                                f"{settings.topic_prefix}drift": json.dumps(drift.state())})
         except Exception:  # noqa: BLE001
             log.exception("DBGD decision failed")
             continue
-        if update is not None:
+        for update in updates:
             await model_updates_topic.send(value=update.model_dump_json().encode())
 
 
