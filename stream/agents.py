@@ -15,6 +15,7 @@ major retrain, which the leader's ``retrain_when_due`` timer runs (:class:`strea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -67,6 +68,15 @@ class AnswerClicks(ClickIntake):
 
     topic = settings.topic(CLICKS)
     settings = settings
+
+    async def on_start(self) -> None:
+        """Load the registry's current model before the first click is read, not inside its batch (building the
+        recall index of a 43k-item catalog takes a second or two, which the first clicks would wait for)."""
+        try:
+            await asyncio.to_thread(recommender.refresh_model)
+        except Exception as err:  # noqa: BLE001 - Redis down or no model yet: the first batch tries again
+            log.warning("no model loaded before the first click: %s", err)
+        await super().on_start()
 
     def handle(self, messages: Sequence[Message]) -> list[Outgoing]:
         out: list[Outgoing] = []

@@ -36,10 +36,13 @@ app = faust.App(
 def _fetch_wait(max_wait_ms: int) -> None:
     """Faust (0.11-0.15) hard-codes ``fetch_max_wait_ms=1500`` on its aiokafka consumer.
 
-    Measured with it: at 1,000 clicks/s the worker sat idle between batches while clicks waited
-    about 1.5 s to reach it (``bench/stream_throughput``, p50 1.5 s below capacity); with 20 ms the
-    median fell to 0.16 s.  The likely mechanism: aiokafka sends no new fetch to a broker while any
-    of its partitions still holds unconsumed records, so fetch rounds, not the worker, set the pace.
+    Measured with it, when clicks still came through a Faust agent: at 1,000 clicks/s the worker sat
+    idle between batches while clicks waited about 1.5 s to reach it (``bench/stream_throughput``, p50
+    1.5 s below capacity); with 20 ms the median fell to 0.16 s.  The likely mechanism: aiokafka sends
+    no new fetch to a broker while any of its partitions still holds unconsumed records, so fetch
+    rounds set the pace.  Clicks now come through ``stream/intake.py`` (librdkafka, which gets the
+    same setting); Faust's consumer still reads ``dbgd-feedback``, whose outcomes should reach the
+    leader promptly too.
     """
     from faust.transport.drivers import aiokafka as driver
 
@@ -59,10 +62,12 @@ _fetch_wait(settings.fetch_max_wait_ms)
 def use_event_loop(name: str) -> None:
     """Make ``name`` the loop of the worker about to start (and of Faust's consumer thread, which makes its own).
 
-    Faust hands each record through several tasks (``wait_first`` creates four per record), so a
+    Faust hands each record through several tasks (``wait_first`` creates four per record), so a Faust
     pass-through is mostly event-loop work; on uvloop it did 9,100 clicks/s against 6,900-7,400 on
     asyncio's loop, its p50 / p99 at 1,000 clicks/s 10 / 24 ms against 12-14 / 43-480 ms, and the worker
-    ~8% more clicks/s (``python -m bench.stream_throughput``, README "Stream throughput").
+    ~8% more clicks/s (``python -m bench.stream_throughput``, when clicks still went through a Faust
+    agent).  Clicks now bypass that path (``stream/intake.py``); the feedback agent and timers still
+    run on this loop.
     """
     if name != "uvloop":
         return

@@ -47,7 +47,8 @@ class Settings(BaseSettings):
         "uvloop", description="the worker's event loop: uvloop (libuv, in C) or asyncio's own; Faust hands every "
         "record through several tasks, so the loop's speed is the pass-through's speed")
     fetch_max_wait_ms: int = Field(20, ge=1, le=1500, description="longest the broker holds a worker's fetch "
-                                   "when there is nothing new (Faust's own 1,500 ms delayed clicks up to 1.5 s)")
+                                   "when there is nothing new, for the clicks intake and Faust's consumer (Faust's "
+                                   "own 1,500 ms delayed clicks up to 1.5 s when they went through it)")
     model_refresh_s: float = Field(0.5, gt=0, description="how often workers check model:current in Redis")
 
     # --- online metrics
