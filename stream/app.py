@@ -30,6 +30,10 @@ app = faust.App(
     autodiscover=False,
     producer_linger=0.002,
     stream_buffer_maxsize=8192,
+    # Faust's default (60 s) held a restarted worker for a minute after a kill -9: its consumer group waits
+    # for the dead member's session to expire, and the clicks intake starts only once the app is ready.
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=2.0,
 )
 
 
