@@ -40,15 +40,22 @@ def _answered(got: list, clicks_per_session: Counter) -> tuple[int, int]:
     return short, sum(slates[s] for s in clicks_per_session) - sum(clicks_per_session.values())
 
 
+def _scripted_sessions(tiny_gru, seed: int, n: int, prefix: str) -> tuple[dict[str, list[str]], list]:
+    """``n`` sessions of 2-5 clicks on known items, and their click records interleaved across sessions, each
+    session in order (a session's k-th click before any session's k+1-th)."""
+    items = [str(i) for i in tiny_gru.item_ids[:500]]
+    rng = random.Random(seed)
+    sessions = {f"{prefix}{k}": [rng.choice(items) for _ in range(rng.randint(2, 5))] for k in range(n)}
+    records = [(s.encode(), _click(s, item, 1000.0 + j)) for j in range(5) for s, its in sessions.items()
+               if j < len(its) for item in [its[j]]]
+    return sessions, records
+
+
 def test_kill_9_under_load_every_click_answered_and_states_consistent(services, topics, stream_env, tmp_path,
                                                                       tiny_gru, record_property):
     client = redis.Redis.from_url(services.redis)
     publish_first_version(ModelRegistry(client, namespace=topics), tiny_gru)
-    items = [str(i) for i in tiny_gru.item_ids[:500]]
-    rng = random.Random(4)
-    sessions = {f"k{n}": [rng.choice(items) for _ in range(rng.randint(2, 5))] for n in range(400)}
-    records = [(s.encode(), _click(s, item, 1000.0 + j)) for j in range(5) for s, its in sessions.items()
-               if j < len(its) for item in [its[j]]]  # interleaved across sessions, each session in order
+    sessions, records = _scripted_sessions(tiny_gru, seed=4, n=400, prefix="k")
     env = dict(stream_env, STREAMREC_BATCH_SIZE="64")
     worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
     sender = threading.Thread(target=lambda: [produce(services.kafka, f"{topics}clicks", records[i: i + 100]) or
@@ -82,11 +89,7 @@ def test_a_worker_joining_and_another_leaving_hand_over_without_loss_or_duplicat
     offsets committed (stream/intake.py), so the new owner starts right after the last answered click."""
     client = redis.Redis.from_url(services.redis)
     publish_first_version(ModelRegistry(client, namespace=topics), tiny_gru)
-    items = [str(i) for i in tiny_gru.item_ids[:500]]
-    rng = random.Random(7)
-    sessions = {f"r{n}": [rng.choice(items) for _ in range(rng.randint(2, 5))] for n in range(300)}
-    records = [(s.encode(), _click(s, item, 1000.0 + j)) for j in range(5) for s, its in sessions.items()
-               if j < len(its) for item in [its[j]]]
+    sessions, records = _scripted_sessions(tiny_gru, seed=7, n=300, prefix="r")
     per_session = Counter(key.decode() for key, _ in records)
     slates = f"{topics}recommendations"
     first = ServiceProcess(["stream", "worker"], stream_env, tmp_path / "first.log").start()
