@@ -131,6 +131,8 @@ async def publish_metrics() -> None:
     model = recommender.model
     metrics.catalog_size = model.catalog.n if model is not None else None
     report = metrics.window(window_s=settings.metrics_window_s)
+    intake = AnswerClicks.running
+    report["clicks_lag"] = await asyncio.to_thread(intake.lag) if intake is not None else None
     report.update(source="stream", kind="window", worker=WORKER_ID, ts=time.time(),
                   model_version=model.name if model is not None else None,
                   model_kind=model.version.meta.get("kind") if model is not None else None,

@@ -77,6 +77,7 @@ class ClickIntake(Service):
 
     topic: str
     settings: Settings
+    running: ClickIntake | None = None
     poll_s: float = 0.1  # an idle wait is cut into slices this long, so stopping is prompt
 
     def handle(self, messages: Sequence[Message]) -> list[Outgoing]:
@@ -104,6 +105,7 @@ class ClickIntake(Service):
         self._retry: list = []
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="clicks-poll")
         self._done = asyncio.Event()
+        type(self).running = self  # the metrics timer asks the running intake for its lag
 
     # ------------------------------------------------------------------ the loop
 
@@ -172,6 +174,29 @@ class ClickIntake(Service):
                 self.consumer.store_offsets(offsets=batch.offsets)
             except KafkaException as err:  # its partitions were revoked meanwhile: the next owner reads them again
                 log.info("offsets of a finished batch not stored: %s", err)
+
+    def lag(self, timeout: float = 2.0) -> int | None:
+        """Clicks on this worker's partitions not yet handed to :meth:`handle`: each partition's high watermark
+        (asked of the broker) minus this consumer's position, or its committed offset before its first click.
+        Blocking (a round trip per partition): call it from a thread.  None without partitions, or on error."""
+        try:
+            parts = self.consumer.assignment()
+            if not parts:
+                return None
+            positions = self.consumer.position(parts)
+            unread = [tp for tp in positions if tp.offset < 0]
+            start = {(tp.topic, tp.partition): tp.offset for tp in positions if tp.offset >= 0}
+            for tp in self.consumer.committed(unread, timeout=timeout) if unread else []:
+                start[(tp.topic, tp.partition)] = tp.offset
+            total = 0
+            for tp in positions:
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=timeout)
+                at = start.get((tp.topic, tp.partition), -1)
+                total += max(high - (at if at >= 0 else low), 0)
+            return total
+        except (KafkaException, RuntimeError) as err:  # closed, between assignments, or the broker is away
+            log.debug("no lag: %s", err)
+            return None
 
     # ------------------------------------------------------------------ rebalances and stopping
 

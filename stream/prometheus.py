@@ -34,6 +34,8 @@ class WorkerPrometheus:
         self.mrr = Gauge("streamrec_stream_window_mrr", "MRR of the next click in the previous slate", registry=r)
         self.coverage = Gauge("streamrec_stream_window_coverage", "distinct items shown / catalog", registry=r)
         self.behind = Gauge("streamrec_stream_behind_log_seconds", "age of the newest processed click", registry=r)
+        self.lag = Gauge("streamrec_stream_clicks_lag", "clicks on this worker's partitions not yet read (consumer lag)",
+                         registry=r)
         self.model_age = Gauge("streamrec_stream_model_age_seconds", "age of the model in use", registry=r)
         self.model = Gauge("streamrec_stream_model", "1 for the model version in use", ["version"], registry=r)
         self.dbgd_accepted = Gauge("streamrec_stream_dbgd_accepted_updates", "DBGD updates accepted", registry=r)
@@ -46,7 +48,7 @@ class WorkerPrometheus:
 
     def window(self, report: dict) -> None:
         for gauge, key in ((self.ctr, "ctr"), (self.hit_rate, "hit_rate"), (self.mrr, "mrr"),
-                           (self.coverage, "coverage"), (self.behind, "behind_log_s"),
+                           (self.coverage, "coverage"), (self.behind, "behind_log_s"), (self.lag, "clicks_lag"),
                            (self.model_age, "model_age_s")):
             if report.get(key) is not None:
                 gauge.set(report[key])

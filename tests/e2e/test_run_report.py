@@ -51,6 +51,9 @@ def test_monitor_and_report_from_a_short_real_run(services, topics, stream_env, 
     assert "simulator: observed CTR" in text
     answered = float(re.search(r"^streamrec_stream_clicks_total (\S+)$", scraped, re.M).group(1))
     assert answered >= summary["slates"] and "streamrec_stream_click_to_slate_seconds_bucket" in scraped
+    lag = float(re.search(r"^streamrec_stream_clicks_lag (\S+)$", scraped, re.M).group(1))
+    assert 0 <= lag < summary["clicks_sent"]  # the intake's consumer lag, set from a metrics window
+    assert isinstance(window["clicks_lag"], int) and window["clicks_lag"] >= 0
 
     report_dir = tmp_path / "report"
     done = subprocess.run([sys.executable, "-m", "stream", "report", "--since", "10m", "--out", str(report_dir)],
