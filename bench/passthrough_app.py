@@ -14,7 +14,7 @@ from confluent_kafka import Message
 
 from stream.app import app, settings, use_event_loop
 from stream.intake import ClickIntake, Outgoing
-from stream.topics import CLICKS
+from stream.topics import CLICKS, TopicSpec, create_missing
 
 COPIES = settings.topic("passthrough")
 
@@ -29,16 +29,8 @@ class Copy(ClickIntake):
 
 
 if __name__ == "__main__":
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": settings.kafka})  # the copies' topic, shaped like recommendations
-    if COPIES not in admin.list_topics(timeout=30).topics:
-        for fut in admin.create_topics([NewTopic(COPIES, settings.recommendations_partitions, 1)]).values():
-            try:
-                fut.result(30)
-            except Exception as exc:  # noqa: BLE001
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
+    # the copies' topic, shaped like recommendations
+    create_missing(settings.kafka, [TopicSpec(COPIES, settings.recommendations_partitions, {})])
     use_event_loop(settings.event_loop)  # the worker's loop: a fair ceiling
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     app.main()

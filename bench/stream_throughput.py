@@ -61,6 +61,7 @@ from models.__main__ import publish_first_version
 from models.data import load_dataset
 from models.registry import ModelRegistry
 from simulator.replay import replay
+from stream.intake import clicks_group
 from stream.settings import Settings
 from stream.topics import ensure_topics
 
@@ -107,7 +108,8 @@ def _worker(module: list[str], env: dict, log: Path, profile: Path | None = None
 
 def _wait_for_group(bootstrap: str, group: str, members: int, procs: list[subprocess.Popen],
                     timeout: float = 180.0) -> None:
-    """Wait until the workers' clicks group (``stream.intake.clicks_group``) is stable with all of them in it, so no rebalance lands mid-run."""
+    """Wait until the workers' clicks group (``stream.intake.clicks_group``) is stable with all of them in it,
+    so no rebalance lands mid-run."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                            STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
                 workers.append(_worker(module, env, state / f"{name}-{n}.log", args.profile))
             procs.extend(workers)
-            _wait_for_group(kafka.address, f"{group}-clicks", args.workers, workers)
+            _wait_for_group(kafka.address, clicks_group(Settings(app_id=group)), args.workers, workers)
             pids = {**{f"worker-{n}": w.pid for n, w in enumerate(workers)}, "kafka": kafka.pid, "redis": rds.pid}
             cpu_at_first: dict[str, float] = {}
             sent = replay(settings, events, rate=0, has_time=False, progress=False)
@@ -257,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                            STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
                 workers.append(_worker(module, env, state / f"{name}-{n}.log", args.profile))
             procs.extend(workers)
-            _wait_for_group(kafka.address, f"{prefix}app-clicks", args.workers, workers)
+            _wait_for_group(kafka.address, clicks_group(Settings(app_id=f"{prefix}app")), args.workers, workers)
             warm = replay(settings, paced_events.head(200), rate=200, has_time=False, progress=False,
                           linger_ms=args.linger_ms)  # the workers up, the model loaded
             _drain(kafka.address, settings.topic(out_topic), warm["delivered"], timeout=120, proc=workers[0])

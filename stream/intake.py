@@ -105,6 +105,7 @@ class ClickIntake(Service):
         self._retry: list = []
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="clicks-poll")
         self._done = asyncio.Event()
+        self._looping = False  # _run started (it does not when the worker stops during start-up)
         type(self).running = self  # the metrics timer asks the running intake for its lag
 
     # ------------------------------------------------------------------ the loop
@@ -118,6 +119,7 @@ class ClickIntake(Service):
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         size = self.settings.batch_size
+        self._looping = True
         try:
             while not self.should_stop:
                 messages = self.consumer.consume(size, 0)  # whatever is fetched already, without waiting
@@ -227,7 +229,8 @@ class ClickIntake(Service):
     async def on_stop(self) -> None:
         """Let the running batch finish, then deliver its answers, commit, and leave the group."""
         try:
-            await asyncio.wait_for(self._done.wait(), timeout=30.0)
+            if self._looping:
+                await asyncio.wait_for(self._done.wait(), timeout=30.0)
         except asyncio.TimeoutError:
             log.error("the clicks loop did not stop within 30 s")
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close)

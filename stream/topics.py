@@ -47,9 +47,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the wire topics that do not exist yet; return the names created.  Idempotent."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka})
+    return create_missing(settings.kafka, topic_specs(settings), timeout)
+
+
+def create_missing(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create the topics of ``specs`` that do not exist yet on the broker; return the names created."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=timeout).topics)
-    missing = [s for s in topic_specs(settings) if s.name not in existing]
+    missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
     futures = admin.create_topics(
