@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Iterable
 from itertools import repeat
 
 import numpy as np
@@ -89,14 +90,13 @@ class ItemStats:
         if from_slate:
             self._slate[s] += 1
 
-    def shown(self, items: list[str]) -> None:
-        slots = [self._slot.get(i) for i in items]
-        for j, s in enumerate(slots):
-            if s is None:
-                slots[j] = self._new_slot(items[j])
-        shown = self._shown
-        for s in slots:
-            shown[s] += 1
+    def shown(self, items: Iterable[str]) -> None:
+        """Count one impression for each item (an item listed twice counts twice): all of a batch's slates at once."""
+        get, slots = self._slot.get, []
+        for item in items:
+            s = get(item)
+            slots.append(self._new_slot(item) if s is None else s)
+        np.add.at(self._shown, np.array(slots, dtype=np.int64), 1)
 
     def _clicked(self, item: str) -> int | None:
         s = self._slot.get(item)

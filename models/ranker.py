@@ -90,3 +90,57 @@ class DuelingQNetwork(nn.Module):
         if vec.numel() != sum(p.numel() for p in self.parameters()):
             raise ValueError(f"weight vector of {vec.numel()} values does not fit this network")
         nn.utils.vector_to_parameters(vec, self.parameters())
+
+
+class RankerStack:
+    """Several dueling Q-networks of the same shape (W and its explorer W~) evaluated in one pass.
+
+    The stream scores every candidate with both W and W~.  Run one after the other, the two modules
+    cost two of everything: the concatenated inputs, the module calls, eight small matrix products.
+    Here the first layers of all networks are one matrix (their outputs side by side) and the second
+    layers one block-diagonal matrix, so a batch is five matrix products whatever the number of
+    networks.  The advantage stream's first layer is applied in parts, never building its concatenated
+    input: the state-item interaction (B·C rows), the context (once per session, B rows) and the
+    candidate scalars.  :meth:`q` equals ``torch.stack([net(...) for net in nets], -1)`` to float32
+    rounding (``tests/unit/test_ranker.py``).  Weights are copied at construction: build a new stack
+    when the networks change (the registry's versions are immutable, so a loaded version never does).
+    """
+
+    def __init__(self, nets: list[DuelingQNetwork]) -> None:
+        h = nets[0].hidden_size
+        with torch.no_grad():
+            v1 = [n.value[0] for n in nets]
+            a1 = [n.advantage[0] for n in nets]
+            self.v1_w = torch.cat([layer.weight.T for layer in v1], 1).contiguous()   # (H+5, width·k)
+            self.v1_b = torch.cat([layer.bias for layer in v1])
+            a1_w = torch.cat([layer.weight.T for layer in a1], 1)                      # (H+10, width·k)
+            self.a1_inter = a1_w[:h].contiguous()
+            self.a1_ctx = a1_w[h: h + N_CONTEXT].contiguous()
+            self.a1_scalars = a1_w[h + N_CONTEXT:].contiguous()
+            self.a1_b = torch.cat([layer.bias for layer in a1])
+            self.v2_w, self.v2_b = self._block([n.value[2] for n in nets])
+            self.a2_w, self.a2_b = self._block([n.advantage[2] for n in nets])
+            self.skip = torch.stack([n.scalar_weights for n in nets], 1).detach().clone()  # (5, k)
+
+    @staticmethod
+    def _block(layers: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Second layers (width -> 1 each) as one block-diagonal (width·k, k) matrix and their biases."""
+        width = layers[0].in_features
+        w = torch.zeros(width * len(layers), len(layers))
+        for j, layer in enumerate(layers):
+            w[j * width: (j + 1) * width, j] = layer.weight[0]
+        return w, torch.cat([layer.bias for layer in layers])
+
+    def q(self, state: torch.Tensor, context: torch.Tensor, item_emb: torch.Tensor,
+          action_scalars: torch.Tensor) -> torch.Tensor:
+        """Q (B, C, k) of every network for C candidates of B sessions (the inputs of :meth:`DuelingQNetwork.forward`)."""
+        b, c, h = item_emb.shape
+        with torch.no_grad():
+            value = torch.relu(torch.addmm(self.v1_b, torch.cat([state, context], 1), self.v1_w)) @ self.v2_w
+            inter = (state.unsqueeze(1) * item_emb).reshape(b * c, h)
+            pre = (inter @ self.a1_inter).reshape(b, c, -1)
+            pre += torch.addmm(self.a1_b, context, self.a1_ctx).unsqueeze(1)
+            pre += action_scalars @ self.a1_scalars
+            advantage = torch.relu_(pre) @ self.a2_w
+            return advantage.add_(action_scalars @ self.skip).add_((value + self.v2_b + self.a2_b).unsqueeze(1))
+

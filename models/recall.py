@@ -81,31 +81,45 @@ class CatalogIndex:
     def top(self, h: torch.Tensor, n: int, exclude: list[list[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices (B, n) and scores of each row's n best items, best first, leaving out ``exclude[b]``; -1 pads
         (score -inf).  Exact scoring gives exact scores; the index gives them to float32 precision."""
-        exclude = exclude or [[] for _ in range(h.shape[0])]
+        idx, values = self.top_np(h.detach().float().numpy(), n, padded(exclude) if exclude else None)
+        return torch.from_numpy(idx), torch.from_numpy(values)
+
+    def top_np(self, h: np.ndarray, n: int, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`top` on numpy arrays, with the items to leave out as a (B, w) matrix padded with negative
+        numbers (:func:`padded`): what the ranking path has at hand, without converting twice."""
         n = min(n, self.n)
-        extra = max((len(e) for e in exclude), default=0)
         if self.index is None:
-            s = h @ self.w.T + self.b
-            for row, items in enumerate(exclude):
-                if items:
-                    s[row, items] = -math.inf
+            s = torch.from_numpy(h) @ self.w.T + self.b
+            if excluded is not None and excluded.size:
+                rows, cols = np.nonzero(excluded >= 0)
+                s[torch.from_numpy(rows), torch.from_numpy(excluded[rows, cols])] = -math.inf
             values, idx = torch.topk(s, n, dim=1)
-            return idx.masked_fill(torch.isinf(values), -1), values
+            return idx.masked_fill(torch.isinf(values), -1).numpy(), values.numpy()
+        extra = 0 if excluded is None else excluded.shape[1]
         k = min(n + extra, self.n)
-        q = torch.cat([h.detach().float(), torch.ones(h.shape[0], 1), torch.zeros(h.shape[0], 1)], 1).numpy()
-        dist, found = self.index.search(np.ascontiguousarray(q, dtype=np.float32), k)
+        q = np.zeros((h.shape[0], h.shape[1] + 2), dtype=np.float32)  # [h, 1, 0]
+        q[:, : h.shape[1]] = h
+        q[:, h.shape[1]] = 1.0
+        dist, found = self.index.search(q, k)
         skip = found < 0
         if extra:  # drop excluded items, then keep each row's first n: all in numpy, no per-row Python
-            excluded = np.full((len(exclude), extra), -2, dtype=found.dtype)
-            for row, items in enumerate(exclude):
-                excluded[row, : len(items)] = items
             skip |= (found[:, :, None] == excluded[:, None, :]).any(2)
-        order = np.argsort(skip, axis=1, kind="stable")[:, :n]
-        kept = np.take_along_axis(found, order, 1)
+            order = np.argsort(skip, axis=1, kind="stable")[:, :n]
+            found, dist, skip = (np.take_along_axis(x, order, 1) for x in (found, dist, skip))
+        else:
+            found, dist, skip = found[:, :n], dist[:, :n], skip[:, :n]
         # |q - x|^2 = |q|^2 + M^2 - 2 q.x, and q.x is the score: the lists come back best first, scores from
         # the distances (float32, so within ~1e-5 of h.w + b; the ranker recomputes the candidates' exact scores)
-        values = (((q * q).sum(1, keepdims=True) + self._m2 - np.take_along_axis(dist, order, 1)) / 2).astype(np.float32)
-        skipped = np.take_along_axis(skip, order, 1)
-        kept[skipped] = -1
-        values[skipped] = -np.inf
-        return torch.from_numpy(kept.astype(np.int64)), torch.from_numpy(values)
+        values = (((q * q).sum(1, keepdims=True) + self._m2 - dist) / 2).astype(np.float32)
+        kept = found.astype(np.int64)
+        kept[skip] = -1
+        values[skip] = -np.inf
+        return kept, values
+
+
+def padded(rows: list[list[int]], fill: int = -2) -> np.ndarray:
+    """Lists of item indices as one (B, longest) int64 matrix, ``fill`` (negative: matches no item) after each."""
+    out = np.full((len(rows), max((len(r) for r in rows), default=0)), fill, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out

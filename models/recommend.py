@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from models.itemstats import ItemStats
-from models.ranker import DuelingQNetwork, inputs
-from models.recall import CatalogIndex
+from models.ranker import N_ACTION_SCALARS, SIMILARITY, DuelingQNetwork, RankerStack
+from models.recall import CatalogIndex, padded
 from models.registry import ModelRegistry, ModelVersion
 from models.sessions import SessionState
 
@@ -65,6 +65,14 @@ class LoadedModel:
     index: dict[str, int]      # item id -> model index
     catalog: CatalogIndex      # GRU4Rec's top-N recall
     _moments: tuple | None = None
+
+    def __post_init__(self) -> None:
+        self.bias = torch.cat([self.catalog.b, torch.zeros(1)])  # GRU4Rec's item biases, aligned with emb's rows
+        self._stacks = {True: RankerStack([self.current, self.explorer]), False: RankerStack([self.current])}
+
+    def rankers(self, explore: bool) -> RankerStack:
+        """W and W~ side by side (the stream's interleaving), or W alone (the serving endpoint)."""
+        return self._stacks[explore]
 
     @classmethod
     def from_version(cls, mv: ModelVersion, seed: int, previous: LoadedModel | None = None,
@@ -191,45 +199,56 @@ def state_context(st: SessionState) -> list[float]:
 
 
 def candidates(model: LoadedModel, last: torch.Tensor, seen_items: list[list[str]], stats: ItemStats, t: float,
-               params: CandidateParams) -> tuple[torch.Tensor, list[str]]:
+               params: CandidateParams) -> tuple[np.ndarray, list[str]]:
     """GRU4Rec's top-N per row, then the recently popular and fresh items not already there.
 
-    Returns a (B, C) tensor of candidates, -1 padding at the end of each row, and the items the GRU
+    Returns a (B, C) int64 array of candidates, -1 padding at the end of each row, and the items the GRU
     does not know among the extras: candidate ``n_items + j`` is ``unknown[j]`` (cold start).
-    Everything is done on whole-batch tensors, so the cost hardly grows with the batch.
+    Everything is done on whole-batch arrays, so the cost hardly grows with the batch.
     """
     n_items = len(model.item_ids)
-    seen_idx = [[i for i in model.positions(items) if i >= 0] for items in seen_items] \
-        if params.exclude_seen else None
-    top_idx, _ = model.catalog.top(last, params.gru, seen_idx)
+    seen = padded([[i for i in model.positions(items) if i >= 0] for items in seen_items], fill=-3) \
+        if params.exclude_seen else None  # -3: matches no item and no probe below
+    top_idx, _ = model.catalog.top_np(last.detach().float().numpy(), params.gru, seen)
     extra = list(dict.fromkeys(stats.popular(t, params.popular) + stats.fresh(t, params.fresh)))
     if not extra:
         return top_idx, []
-    extra_idx = model.indices(extra)
-    unknown = [item for item, ix in zip(extra, extra_idx.tolist()) if ix < 0]
-    code = extra_idx.clone()  # what a kept extra becomes in the candidate tensor
-    code[extra_idx < 0] = n_items + torch.arange(len(unknown))
-    probe = torch.where(extra_idx < 0, -2, extra_idx)  # -2 matches neither an item nor the padding
+    extra_idx = np.array(model.positions(extra), dtype=np.int64)
+    new = extra_idx < 0
+    unknown = [item for item, is_new in zip(extra, new.tolist()) if is_new]
+    code = extra_idx.copy()  # what a kept extra becomes in the candidate array
+    code[new] = n_items + np.arange(len(unknown))
+    probe = np.where(new, -2, extra_idx)  # -2 matches neither an item nor the padding
     drop = (top_idx[:, :, None] == probe[None, None, :]).any(1)  # already among the GRU's top-N
-    if seen_idx is not None:
-        width = max((len(x) for x in seen_idx), default=0)
-        seen = np.full((len(seen_idx), width), -3, dtype=np.int64)  # padding that matches no probe
-        for row, x in enumerate(seen_idx):
-            seen[row, : len(x)] = x
-        drop |= (torch.from_numpy(seen)[:, :, None] == probe[None, None, :]).any(1)
-        for j in (extra_idx < 0).nonzero().flatten().tolist():  # unknown items are compared by id
-            drop[:, j] |= torch.tensor([extra[j] in items for items in seen_items])
-    rows = torch.cat([top_idx, code.expand(len(top_idx), -1).masked_fill(drop, -1)], 1)
-    order = torch.argsort((rows < 0).to(torch.int8), dim=1, stable=True)  # padding to the end, order kept
-    return rows.gather(1, order), unknown
+    if seen is not None:
+        drop |= (seen[:, :, None] == probe[None, None, :]).any(1)
+        for j in np.flatnonzero(new).tolist():  # unknown items are compared by id
+            drop[:, j] |= np.fromiter((extra[j] in items for items in seen_items), bool, len(seen_items))
+    rows = np.concatenate([top_idx, np.where(drop, -1, code[None, :])], 1)
+    order = np.argsort(rows < 0, axis=1, kind="stable")  # padding to the end, order kept
+    return np.take_along_axis(rows, order, 1), unknown
 
 
 @dataclass
 class Ranked:
-    """One session's candidates in the order of each ranker, with their Q-values."""
+    """One session's candidates in the order of each ranker, with their Q-values.
 
-    current: list[tuple[str, float]]
-    explorer: list[tuple[str, float]] | None
+    Items and Q-values are kept apart (the stream interleaves the item lists and looks scores up only for
+    the slate's k items); :attr:`current` and :attr:`explorer` give them as (item, Q) pairs.
+    """
+
+    items: tuple[str, ...]                      # W's order
+    q: list[float]
+    explorer_items: tuple[str, ...] | None      # W~'s order (None without exploration)
+    explorer_q: list[float] | None
+
+    @property
+    def current(self) -> list[tuple[str, float]]:
+        return list(zip(self.items, self.q))
+
+    @property
+    def explorer(self) -> list[tuple[str, float]] | None:
+        return None if self.explorer_items is None else list(zip(self.explorer_items, self.explorer_q))
 
 
 def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], seen_items: list[list[str]],
@@ -245,42 +264,45 @@ def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], se
     cand, unknown = candidates(model, last, seen_items, stats, t, params)
     n_items = len(model.item_ids)
     lengths = (cand >= 0).sum(1)
-    cand = cand[:, : max(int(lengths.max()), 1)]
+    cand = np.ascontiguousarray(cand[:, : max(int(lengths.max()), 1)])
     valid = cand >= 0
     known = valid & (cand < n_items)
-    gru_idx = cand.masked_fill(~known, -1)
-    emb = model.emb[gru_idx.masked_fill(~known, n_items)]  # row n_items is zeros: unknown items and padding
+    rows = torch.from_numpy(np.where(known, cand, n_items))  # row n_items of emb is zeros: unknown and padding
+    emb = model.emb[rows]
     mean, std = model.score_moments(last)
-    sim = ((model.catalog.scores(last, gru_idx) - mean) / std).masked_fill(~known, 0.0)  # GRU score, standardised
-    sim = torch.nan_to_num(sim, nan=0.0, posinf=0.0, neginf=0.0)
+    # the GRU score h.w_i + b_i of each candidate, standardised over the catalog (0 for unknown items and padding)
+    sim = ((last.unsqueeze(1) * emb).sum(2) + model.bias[rows] - mean) / std
+    sim = torch.nan_to_num(sim, nan=0.0, posinf=0.0, neginf=0.0).masked_fill_(torch.from_numpy(~known), 0.0)
     names = model.item_ids + unknown if unknown else model.item_ids
-    distinct, slot = torch.unique(cand, return_inverse=True)  # features once per distinct candidate of the batch
+    distinct, slot = np.unique(cand, return_inverse=True)  # features once per distinct candidate of the batch
     feats = stats.features_many([names[v] if v >= 0 else "" for v in distinct.tolist()], t)
-    scalars = torch.zeros(*cand.shape, 5)
-    scalars[..., :3] = torch.from_numpy(feats)[slot]
-    scalars[..., 3] = sim
+    scalars = torch.zeros(*cand.shape, N_ACTION_SCALARS)
+    scalars[..., :3] = torch.from_numpy(feats[slot.reshape(cand.shape)])
+    scalars[..., SIMILARITY] = sim
     context = torch.tensor(contexts, dtype=torch.float32)
-    with torch.no_grad():
-        shared = inputs(last, context, emb, scalars)
-        q_cur = model.current.q(*shared).masked_fill(~valid, -math.inf)
-        q_exp = model.explorer.q(*shared).masked_fill(~valid, -math.inf) if explore else None
-    counts = lengths.tolist()
-    cur = _sorted(names, cand, counts, q_cur, depth)
-    exp = _sorted(names, cand, counts, q_exp, depth) if q_exp is not None else [None] * len(counts)
-    return [Ranked(c, e) for c, e in zip(cur, exp)]
+    q = model.rankers(explore).q(last, context, emb, scalars).masked_fill_(torch.from_numpy(~valid)[..., None],
+                                                                          -math.inf)
+    ranked = _sorted(names, cand, lengths.tolist(), q, depth)
+    if not explore:
+        return [Ranked(items, qs, None, None) for (items, qs), in ranked]
+    return [Ranked(ci, cq, ei, eq) for (ci, cq), (ei, eq) in ranked]
 
 
-def _sorted(names: list[str], cand: torch.Tensor, counts: list[int], q: torch.Tensor,
-            depth: int | None) -> list[list[tuple[str, float]]]:
-    """Each row's best ``depth`` candidates by descending Q, rounded to 6 decimals (padding, at -inf, is cut off).
+def _sorted(names: list[str], cand: np.ndarray, counts: list[int], q: torch.Tensor,
+            depth: int | None) -> list[tuple[tuple[tuple[str, ...], list[float]], ...]]:
+    """For each row and each ranker (the last axis of ``q``, (B, C, k)): the best ``depth`` candidates by
+    descending Q, and their Q rounded to 6 decimals (padding, at -inf, is cut off).
 
     One stable sort per batch: ties keep the candidates' order.
     """
-    k = q.shape[1] if depth is None else min(depth, q.shape[1])
-    order = torch.argsort(q, dim=1, descending=True, stable=True)[:, :k]
+    b, c, k = q.shape
+    keep = c if depth is None else min(depth, c)
+    q = q.transpose(1, 2).reshape(b * k, c)  # row r * k + j: session r, ranker j
+    order = torch.argsort(q, dim=1, descending=True, stable=True)[:, :keep]
     values = q.gather(1, order).double().round(decimals=6).tolist()  # 6 decimals: compact JSON in slates and Redis
-    items = cand.gather(1, order).tolist()
-    return [list(zip(_take(names, row[:n]), qs[:n])) for row, qs, n in zip(items, values, counts)]
+    items = np.take_along_axis(np.repeat(cand, k, axis=0), order.numpy(), 1).tolist()
+    lists = [(_take(names, row[:n]), qs[:n]) for row, qs, n in zip(items, values, (n for n in counts for _ in range(k)))]
+    return [tuple(lists[r * k: (r + 1) * k]) for r in range(b)]
 
 
 def _take(names: list[str], positions: list[int]) -> tuple[str, ...]:

@@ -182,7 +182,7 @@ class OnlineRecommender:
         if self.s.session_ranking_items:  # W's ranking after each session's last click, for the serving endpoint
             for click, r in zip(clicks, ranked):
                 st = states[click.session_id]
-                st.ranking = r.current[: self.s.session_ranking_items]
+                st.ranking = list(zip(r.items[: self.s.session_ranking_items], r.q))
                 st.ranking_version = m.name
         pipe = self.sessions.r.pipeline(transaction=False)  # the states and the click count: one round trip
         self.sessions.put_many({sid: st for sid, st in states.items() if st is not None}, pipe)
@@ -233,27 +233,27 @@ class OnlineRecommender:
         """Interleave each click's two rankings into its slate; remember the teams to credit later clicks."""
         now = time.time()
         merge = team_draft if self.s.interleaving == "team-draft" else probabilistic
-        slates = []
+        k, slates, shown = self.s.slate_size, [], []
         for b, click in enumerate(clicks):
             r = ranked[b]
-            if r.explorer is None:  # exploration off: the current ranking is the slate
-                q = {CURRENT: dict(r.current)}
-                items = [i for i, _ in r.current[: self.s.slate_size]]
+            if r.explorer_items is None:  # exploration off: the current ranking is the slate
+                items, scores = list(r.items[:k]), r.q[:k]
                 teams = [CURRENT] * len(items)
             else:
-                q = {CURRENT: dict(r.current), EXPLORER: dict(r.explorer)}
-                items, teams = merge([i for i, _ in r.current], [i for i, _ in r.explorer], self.s.slate_size,
-                                     self.rng)
+                items, teams = merge(r.items, r.explorer_items, k, self.rng)
+                q = {CURRENT: dict(zip(r.items, r.q)), EXPLORER: dict(zip(r.explorer_items, r.explorer_q))}
+                scores = [q[team][item] for item, team in zip(items, teams)]
             imp = new_impression_id()
             self.pending[imp] = (m.name, tuple(items), tuple(teams))  # tuples of str: the GC stops tracking them
             if len(self.pending) > self.max_pending:
                 self.pending.popitem(last=False)
-            feedback.counts[m.name]["impressions"] += 1
-            self.stats.shown(items)
+            shown.extend(items)
             slates.append(Recommendation(
-                session_id=click.session_id, impression_id=imp, items=items,
-                scores=[q[team][item] for item, team in zip(items, teams)], teams=teams,
+                session_id=click.session_id, impression_id=imp, items=items, scores=scores, teams=teams,
                 model_version=m.name, source="stream", ts=now, latency_ms=max(0.0, (now - produced_at[b]) * 1000)))
+        if slates:
+            feedback.counts[m.name]["impressions"] += len(slates)
+        self.stats.shown(shown)
         return slates
 
     @staticmethod
