@@ -11,10 +11,22 @@ field (a 256-click batch: 17 ms of Redis work before, 6 ms after, in process). T
 JSON (the standard library's encoder took 18 µs per stored ranking). The stream is the source of truth:
 a state whose version differs from the current GRU is rebuilt from its stored items, never stepped with
 mixed weights.
+
+The stream worker that owns a session's partition is its only writer, so it may keep what it wrote
+(``cache_size`` > 0): a batch then reads Redis only for sessions it has not written itself, and a
+session's next click costs no round trip (an MGET was 7-8% of a small batch's time, in process).
+What is kept is the encoded bytes, exactly what went to Redis: no object is shared with the caller,
+the memory is about 1.5 KB a session, and the garbage collector has nothing more to walk.  Entries
+expire like the keys (``ttl_s`` after their last write).  The worker drops them all whenever its
+partitions change (:meth:`SessionStore.forget`), since another worker may have written meanwhile, and
+drops a batch's sessions when writing them to Redis failed.  Readers that do not own the sessions
+(the serving endpoint) use no cache.
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,8 +50,11 @@ class SessionState:
 
 
 class SessionStore:
-    def __init__(self, client: redis.Redis, prefix: str = "", ttl_s: int = 1800, max_items: int = 20) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "", ttl_s: int = 1800, max_items: int = 20,
+                 cache_size: int = 0) -> None:
         self.r, self.prefix, self.ttl_s, self.max_items = client, prefix, ttl_s, max_items
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # session -> (written at, bytes)
 
     def key(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"
@@ -47,20 +62,49 @@ class SessionStore:
     def get_many(self, session_ids: list[str]) -> dict[str, SessionState | None]:
         if not session_ids:
             return {}
-        raw = self.r.mget([self.key(sid) for sid in session_ids])  # a key of another type reads as missing
-        return {sid: self._decode(blob) for sid, blob in zip(session_ids, raw)}
+        blobs: dict[str, bytes | None] = {}
+        if self._cache:
+            now, cache = time.monotonic(), self._cache
+            for sid in session_ids:
+                hit = cache.get(sid)
+                if hit is not None and now - hit[0] < self.ttl_s:
+                    blobs[sid] = hit[1]
+        missing = [sid for sid in session_ids if sid not in blobs] if blobs else session_ids
+        if missing:  # a key of another type reads as missing
+            blobs.update(zip(missing, self.r.mget([self.key(sid) for sid in missing])))
+        return {sid: self._decode(blobs[sid]) for sid in session_ids}
 
     def get(self, session_id: str) -> SessionState | None:
         return self.get_many([session_id])[session_id]
 
     def put_many(self, states: dict[str, SessionState], pipe: redis.client.Pipeline | None = None) -> None:
-        """Write ``states``; into ``pipe`` if given (the caller executes it with its own commands: one round trip)."""
+        """Write ``states``; into ``pipe`` if given (the caller executes it with its own commands: one round trip,
+        and calls :meth:`forget` for these sessions if that fails)."""
         own = pipe is None
         pipe = self.r.pipeline(transaction=False) if own else pipe
+        now, cache = time.monotonic(), self._cache
         for sid, s in states.items():
-            pipe.set(self.key(sid), self._encode(s), ex=self.ttl_s)
+            blob = self._encode(s)
+            pipe.set(self.key(sid), blob, ex=self.ttl_s)
+            if self.cache_size:
+                cache[sid] = (now, blob)
+                cache.move_to_end(sid)
+        while len(cache) > self.cache_size:
+            cache.popitem(last=False)
         if own:
-            pipe.execute()
+            try:
+                pipe.execute()
+            except Exception:
+                self.forget(list(states))
+                raise
+
+    def forget(self, session_ids: list[str] | None = None) -> None:
+        """Drop kept states: these sessions', or all (the partitions moved: another worker may have written)."""
+        if session_ids is None:
+            self._cache.clear()
+        else:
+            for sid in session_ids:
+                self._cache.pop(sid, None)
 
     def _encode(self, s: SessionState) -> bytes:
         """The fields as orjson, then a zero byte (JSON never holds a raw one), then the hidden state's float32 bytes."""

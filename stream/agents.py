@@ -51,7 +51,8 @@ feedback_topic = app.topic(FEEDBACK_TOPIC, partitions=1, value_serializer="json"
 redis_client = redis.Redis.from_url(settings.redis, socket_timeout=2.0, socket_connect_timeout=2.0)
 registry = ModelRegistry(redis_client, namespace=settings.topic_prefix)
 recommender = OnlineRecommender(
-    settings, registry, SessionStore(redis_client, settings.topic_prefix, settings.session_ttl_s, settings.session_max_items),
+    settings, registry, SessionStore(redis_client, settings.topic_prefix, settings.session_ttl_s, settings.session_max_items,
+                                     cache_size=settings.session_cache),
     background_refresh=True, freeze_gc=True,
 )
 
@@ -77,6 +78,10 @@ class AnswerClicks(ClickIntake):
         except Exception as err:  # noqa: BLE001 - Redis down or no model yet: the first batch tries again
             log.warning("no model loaded before the first click: %s", err)
         await super().on_start()
+
+    def partitions_changed(self) -> None:
+        """The sessions' states this worker kept may be stale now: read them from Redis again."""
+        recommender.sessions.forget()
 
     def handle(self, messages: Sequence[Message]) -> list[Outgoing]:
         out: list[Outgoing] = []

@@ -84,6 +84,10 @@ class ClickIntake(Service):
         """Answer a batch (messages without errors, in partition order): the records to produce for it."""
         raise NotImplementedError
 
+    def partitions_changed(self) -> None:
+        """Called when this worker's partitions are assigned, revoked or lost (between batches): drop whatever
+        was kept about the partitions' keys, since another worker may own them or have written meanwhile."""
+
     def __post_init__(self) -> None:
         s = self.settings
         self.consumer = Consumer({
@@ -216,15 +220,18 @@ class ClickIntake(Service):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing")
+        self.partitions_changed()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Called inside poll/consume before the partitions go to another worker: answers out, offsets in."""
         log.info("revoking %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing")
         self._drain(30.0)
+        self.partitions_changed()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("lost %s (session timed out): their clicks since the last commit will be answered again",
                     ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+        self.partitions_changed()
 
     async def on_stop(self) -> None:
         """Let the running batch finish, then deliver its answers, commit, and leave the group."""

@@ -185,9 +185,14 @@ class OnlineRecommender:
                 st.ranking = list(zip(r.items[: self.s.session_ranking_items], r.q))
                 st.ranking_version = m.name
         pipe = self.sessions.r.pipeline(transaction=False)  # the states and the click count: one round trip
-        self.sessions.put_many({sid: st for sid, st in states.items() if st is not None}, pipe)
+        written = {sid: st for sid, st in states.items() if st is not None}
+        self.sessions.put_many(written, pipe)
         pipe.incrby(clicks_key(self.s.topic_prefix), len(clicks))
-        pipe.execute()
+        try:
+            pipe.execute()
+        except Exception:
+            self.sessions.forget(list(written))  # Redis stays the truth for these sessions
+            raise
         return self._slates(m, clicks, produced_at, ranked, feedback), feedback
 
     def _credit(self, click: Click, feedback: Feedback) -> None:

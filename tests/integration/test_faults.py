@@ -121,6 +121,56 @@ def test_a_worker_joining_and_another_leaving_hand_over_without_loss_or_duplicat
         assert states[s] is not None and states[s].items == its and states[s].clicks == len(its), s
 
 
+def test_partitions_that_come_back_are_read_from_redis_not_from_the_old_owners_memory(services, topics, stream_env,
+                                                                                    tmp_path, tiny_gru):
+    """A worker keeps the session states it wrote (``STREAMREC_SESSION_CACHE``).  Sessions that another worker
+    advanced while it did not own their partitions must be read from Redis again when the partitions come back:
+    clicks before, during and after a second worker's stay, each phase answered before the next starts."""
+    client = redis.Redis.from_url(services.redis)
+    publish_first_version(ModelRegistry(client, namespace=topics), tiny_gru)
+    items = [str(i) for i in tiny_gru.item_ids[:500]]
+    rng = random.Random(11)
+    sessions = {f"b{k}": [rng.choice(items) for _ in range(3)] for k in range(120)}
+    per_session = Counter({s: 3 for s in sessions})
+    slates = f"{topics}recommendations"
+
+    def phase(j: int) -> None:  # every session's j-th click, answered before going on
+        produce(services.kafka, f"{topics}clicks", [(s.encode(), _click(s, its[j], 1000.0 + j))
+                                                     for s, its in sessions.items()])
+        consume(services.kafka, [slates], timeout=90, until=lambda r: len(r[slates]) >= len(sessions) * (j + 1))
+
+    def assigned(worker: ServiceProcess, times: int) -> None:
+        deadline = time.monotonic() + 90
+        while worker.log().count(f"assigned {topics}clicks") < times and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert worker.log().count(f"assigned {topics}clicks") >= times, worker.log()[-2000:]
+
+    first = ServiceProcess(["stream", "worker"], stream_env, tmp_path / "first.log").start()
+    second = ServiceProcess(["stream", "worker"], stream_env, tmp_path / "second.log")
+    try:
+        assigned(first, 1)
+        phase(0)                # the first worker writes (and keeps) every session's state
+        second.start()
+        assigned(second, 1)
+        assigned(first, 2)      # the first worker kept some partitions
+        phase(1)                # the second advances the sessions of the partitions it took
+        second.stop()
+        assigned(first, 3)      # ... which come back to the first
+        phase(2)
+        got = consume(services.kafka, [slates], timeout=60, settle=2.0,
+                      until=lambda r: _answered(r[slates], per_session)[0] == 0)
+    finally:
+        first.stop()
+        second.stop()
+    short, duplicates = _answered(got[slates], per_session)
+    assert short == 0 and duplicates == 0, (short, duplicates)
+    assert "revoking" in second.log()
+    states = SessionStore(client, topics).get_many(list(sessions))
+    moved = [s for s in sessions if states[s] is not None and states[s].items != sessions[s]]
+    assert not moved, f"{len(moved)} sessions lost the second worker's click, e.g. {moved[0]}: {states[moved[0]].items}"
+    assert all(states[s].clicks == 3 for s in sessions)
+
+
 def test_restarting_the_broker_mid_run_loses_no_click(tmp_path, tiny_gru):
     state = tmp_path / "own"
     kafka, rds = local.start_kafka(state), local.start_redis(state)

@@ -180,3 +180,39 @@ def test_session_state_round_trips_every_field_through_one_redis_string(services
     assert got["bare"] == bare
     assert got["old"] is None and got["never"] is None  # an old hash reads as a new session; the next write replaces it
     assert client.type(store.key("full")) == b"string" and 0 < client.ttl(store.key("full")) <= 60
+
+
+def test_the_owning_worker_reads_what_it_wrote_without_redis_until_it_forgets(services, prefix):
+    """A store with a cache (the stream worker's) answers its own writes from memory, one decoded copy per read,
+    expires them like the keys, and reads Redis again after forget() (partitions moved) or a failed write."""
+    client = redis.Redis.from_url(services.redis)
+    store = SessionStore(client, prefix, ttl_s=1, cache_size=2)
+    store.put_many({"a": SessionState(items=["x"], clicks=1), "b": SessionState(items=["y"], clicks=1)})
+    client.delete(store.key("a"), store.key("b"))  # behind the owner's back: only its memory still has them
+    first = store.get_many(["a", "b", "c"])
+    assert first["a"].items == ["x"] and first["b"].items == ["y"] and first["c"] is None
+    first["a"].items.append("mutated")  # callers get their own objects
+    assert store.get("a").items == ["x"]
+    store.put_many({"c": SessionState(items=["z"], clicks=1)})  # over cache_size: the least recently written goes
+    assert store.get("a") is None and store.get("b").items == ["y"]
+    store.forget()
+    assert store.get("b") is None and store.get("c").items == ["z"]  # c is still in Redis
+    store.put_many({"d": SessionState(items=["w"], clicks=1)})
+    client.delete(store.key("d"))
+    time.sleep(1.1)  # the key's TTL has passed: the kept copy expires with it
+    assert store.get("d") is None
+    uncached = SessionStore(client, prefix, ttl_s=60)  # the serving endpoint's: always Redis
+    uncached.put_many({"e": SessionState(items=["v"], clicks=1)})
+    client.delete(uncached.key("e"))
+    assert uncached.get("e") is None
+
+
+def test_a_failed_state_write_leaves_redis_the_truth(services, prefix):
+    good = redis.Redis.from_url(services.redis)
+    store = SessionStore(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2), prefix, ttl_s=60,
+                         cache_size=10)  # Redis unreachable for this write
+    with pytest.raises(redis.ConnectionError):
+        store.put_many({"s": SessionState(items=["new"], clicks=1)})
+    good.set(store.key("s"), SessionStore(good, prefix)._encode(SessionState(items=["stored"], clicks=1)))
+    store.r = good  # Redis is back
+    assert store.get("s").items == ["stored"]  # the unwritten state was not kept
