@@ -76,7 +76,7 @@ class LoadedModel:
 
     @classmethod
     def from_version(cls, mv: ModelVersion, seed: int, previous: LoadedModel | None = None,
-                     ann_min_items: int = 10_000, ann_probe: float = 0.05) -> LoadedModel:
+                     ann_min_items: int = 10_000, ann_probe: float = 0.065) -> LoadedModel:
         """Prepare ``mv``; a minor version of the ``previous`` model's GRU reuses its embeddings and index
         (and ``ModelRegistry.load(..., loaded=previous.version)`` has already reused the GRU itself)."""
         if previous is not None and previous.gru_version == mv.meta["gru_version"]:
@@ -149,7 +149,7 @@ class ModelCache:
     """The registry's current version, loaded once per version and re-checked at most every ``refresh_s``."""
 
     def __init__(self, registry: ModelRegistry, seed: int = 0, refresh_s: float = 0.5,
-                 ann_min_items: int = 10_000, freeze_gc: bool = False, ann_probe: float = 0.05) -> None:
+                 ann_min_items: int = 10_000, freeze_gc: bool = False, ann_probe: float = 0.065) -> None:
         self.registry, self.seed, self.refresh_s, self.ann_min_items = registry, seed, refresh_s, ann_min_items
         self.freeze_gc, self.ann_probe = freeze_gc, ann_probe
         self.model: LoadedModel | None = None
@@ -251,15 +251,54 @@ class Ranked:
         return None if self.explorer_items is None else list(zip(self.explorer_items, self.explorer_q))
 
 
+@dataclass
+class RankedBatch:
+    """A batch's rankings as arrays: ``order[b, j]`` holds session b's candidates (codes into ``names``, -1 after
+    its ``counts[b]``) in ranker j's order (0: W, 1: W~), ``q[b, j]`` their Q-values rounded to 6 decimals.
+
+    The stream interleaves the two orders of a whole batch at once (:func:`models.interleave.team_draft_batch`)
+    and turns only the slates' items into ids; :meth:`rows` gives each session's :class:`Ranked`.
+    """
+
+    names: list[str]
+    order: np.ndarray   # (B, rankers, depth) int64
+    q: np.ndarray       # (B, rankers, depth) float64
+    counts: list[int]
+
+    def items(self, b: int, ranker: int = 0, n: int | None = None) -> tuple[str, ...]:
+        """Session b's first ``n`` items (all of them by default) in ``ranker``'s order."""
+        n = self.counts[b] if n is None else min(n, self.counts[b])
+        return self.take(self.order[b, ranker, :n].tolist())
+
+    def take(self, codes: list[int]) -> tuple[str, ...]:
+        """The item ids of candidate codes."""
+        return _take(self.names, codes)
+
+    def rows(self) -> list[Ranked]:
+        order, q = self.order.tolist(), self.q.tolist()
+        out = []
+        for b, n in enumerate(self.counts):
+            rankers = [(_take(self.names, o[:n]), v[:n]) for o, v in zip(order[b], q[b])]
+            out.append(Ranked(*rankers[0], *(rankers[1] if len(rankers) > 1 else (None, None))))
+        return out
+
+
 def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], seen_items: list[list[str]],
          stats: ItemStats, t: float, params: CandidateParams, explore: bool = True,
          depth: int | None = None) -> list[Ranked]:
+    """Rank candidates for a batch of sessions: :func:`rank_batch`, one :class:`Ranked` per session."""
+    return rank_batch(model, last, contexts, seen_items, stats, t, params, explore, depth).rows()
+
+
+def rank_batch(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], seen_items: list[list[str]],
+               stats: ItemStats, t: float, params: CandidateParams, explore: bool = True,
+               depth: int | None = None) -> RankedBatch:
     """Rank candidates for a batch of sessions.
 
     ``last`` is each session's last GRU layer (B, H), ``contexts`` its :func:`session_context`,
     ``seen_items`` its recent items, ``t`` the time the item statistics are read at.  ``depth`` keeps
     only each list's best ``depth`` candidates (all of them when None): team-draft interleaving of a
-    k-item slate never looks past 2k, and turning fewer Q-values into Python lists is most of the saving.
+    k-item slate never looks past 2k.
     """
     cand, unknown = candidates(model, last, seen_items, stats, t, params)
     n_items = len(model.item_ids)
@@ -282,27 +321,12 @@ def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], se
     context = torch.tensor(contexts, dtype=torch.float32)
     q = model.rankers(explore).q(last, context, emb, scalars).masked_fill_(torch.from_numpy(~valid)[..., None],
                                                                           -math.inf)
-    ranked = _sorted(names, cand, lengths.tolist(), q, depth)
-    if not explore:
-        return [Ranked(items, qs, None, None) for (items, qs), in ranked]
-    return [Ranked(ci, cq, ei, eq) for (ci, cq), (ei, eq) in ranked]
-
-
-def _sorted(names: list[str], cand: np.ndarray, counts: list[int], q: torch.Tensor,
-            depth: int | None) -> list[tuple[tuple[tuple[str, ...], list[float]], ...]]:
-    """For each row and each ranker (the last axis of ``q``, (B, C, k)): the best ``depth`` candidates by
-    descending Q, and their Q rounded to 6 decimals (padding, at -inf, is cut off).
-
-    One stable sort per batch: ties keep the candidates' order.
-    """
-    b, c, k = q.shape
-    keep = c if depth is None else min(depth, c)
-    q = q.transpose(1, 2).reshape(b * k, c)  # row r * k + j: session r, ranker j
-    order = torch.argsort(q, dim=1, descending=True, stable=True)[:, :keep]
-    values = q.gather(1, order).double().round(decimals=6).tolist()  # 6 decimals: compact JSON in slates and Redis
-    items = np.take_along_axis(np.repeat(cand, k, axis=0), order.numpy(), 1).tolist()
-    lists = [(_take(names, row[:n]), qs[:n]) for row, qs, n in zip(items, values, (n for n in counts for _ in range(k)))]
-    return [tuple(lists[r * k: (r + 1) * k]) for r in range(b)]
+    keep = q.shape[1] if depth is None else min(depth, q.shape[1])
+    by_ranker = q.transpose(1, 2)                                          # (B, rankers, C)
+    order = torch.argsort(by_ranker, dim=2, descending=True, stable=True)[..., :keep]  # ties keep the candidates' order
+    values = by_ranker.gather(2, order).double().round(decimals=6)  # 6 decimals: compact JSON in slates and Redis
+    codes = np.take_along_axis(cand[:, None, :], order.numpy(), 2)
+    return RankedBatch(names, codes, values.numpy(), lengths.tolist())
 
 
 def _take(names: list[str], positions: list[int]) -> tuple[str, ...]:

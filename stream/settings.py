@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     candidates_fresh: int = Field(5, ge=0, description="newly seen items added to the candidates")
     ann_min_items: int = Field(10_000, ge=0, description="catalogs this large get an inverted-file index for the GRU "
                                "top-N (faiss IVF-Flat, ~sqrt(n) lists); smaller ones are scored exactly")
-    ann_probe: float = Field(0.05, gt=0, le=1, description="share of the index's lists scanned per query (at least "
+    ann_probe: float = Field(0.065, gt=0, le=1, description="share of the index's lists scanned per query (at least "
                              "8): more finds more of the exact top-N, and costs proportionally more")
     exclude_seen: bool = Field(True, description="leave a session's own items out of its candidates")
     popular_half_life_s: float = Field(3600.0, gt=0)

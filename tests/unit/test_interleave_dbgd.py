@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from models.dbgd import DuelingBanditGD
-from models.interleave import CURRENT, EXPLORER, credit, probabilistic, team_draft
+from models.interleave import CURRENT, EXPLORER, credit, probabilistic, team_draft, team_draft_batch
 from models.ranker import N_ACTION_SCALARS, N_CONTEXT, SIMILARITY, DuelingQNetwork
 
 rankings = st.lists(st.sampled_from([f"i{i}" for i in range(30)]), min_size=0, max_size=20, unique=True)
@@ -29,6 +29,52 @@ def test_team_draft_keeps_each_rankers_order_and_balances_teams(a, b, k, seed):
     if set(a) >= set(items) and set(b) >= set(items):
         for n in range(1, len(teams) + 1):
             assert abs(teams[:n].count(CURRENT) - teams[:n].count(EXPLORER)) <= 1
+
+
+def _codes(rankings: list[list[str]], vocab: dict[str, int], width: int) -> np.ndarray:
+    out = np.full((len(rankings), width), -1, np.int64)
+    for r, ranking in enumerate(rankings):
+        out[r, : len(ranking)] = [vocab[i] for i in ranking]
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(rankings, rankings), min_size=1, max_size=12), st.integers(1, 12), st.integers(0, 10_000))
+def test_the_batch_team_draft_follows_the_rule_pick_by_pick(pairs, k, seed):
+    """Every slate of team_draft_batch is a team-draft outcome: replayed pick by pick, the team that picks is the
+    one with fewer picks (a coin only on ties) and it adds its best item not yet taken; positions are exact."""
+    vocab = {f"i{i}": i for i in range(30)}
+    width = max(1, max(len(x) for pair in pairs for x in pair))
+    cur = _codes([a for a, _ in pairs], vocab, width)
+    exp = _codes([b for _, b in pairs], vocab, width)
+    slate, from_current, position = team_draft_batch(cur, exp, k, np.random.default_rng(seed))
+    for r, (a, b) in enumerate(pairs):
+        a_codes, b_codes = [vocab[i] for i in a], [vocab[i] for i in b]
+        taken: list[int] = []
+        n_cur = n_exp = 0
+        for slot in range(k):
+            best_c = next((c for c in a_codes if c not in taken), None)
+            best_e = next((c for c in b_codes if c not in taken), None)
+            if best_c is None and best_e is None:
+                assert slate[r, slot:].tolist() == [-1] * (k - slot)
+                break
+            mine = bool(from_current[r, slot])
+            if best_e is None or (best_c is not None and n_cur < n_exp):
+                assert mine
+            elif best_c is None or n_exp < n_cur:
+                assert not mine
+            assert slate[r, slot] == (best_c if mine else best_e)
+            assert (a_codes if mine else b_codes)[position[r, slot]] == slate[r, slot]
+            taken.append(int(slate[r, slot]))
+            n_cur, n_exp = n_cur + mine, n_exp + (not mine)
+
+
+def test_the_batch_team_draft_tosses_a_fair_coin_on_ties():
+    cur = np.tile(np.arange(0, 10), (2000, 1))
+    exp = np.tile(np.arange(10, 20), (2000, 1))  # disjoint lists: every even slot is a tie
+    _, from_current, _ = team_draft_batch(cur, exp, 4, np.random.default_rng(0))
+    assert 0.45 < from_current[:, 0].mean() < 0.55
+    assert (from_current[:, 0] != from_current[:, 1]).all()  # the other team picks next
 
 
 def test_team_draft_credit_is_exact():
