@@ -133,7 +133,8 @@ class RankerStack:
 
     def q(self, state: torch.Tensor, context: torch.Tensor, item_emb: torch.Tensor,
           action_scalars: torch.Tensor) -> torch.Tensor:
-        """Q (B, C, k) of every network for C candidates of B sessions (the inputs of :meth:`DuelingQNetwork.forward`)."""
+        """Q (B, C, k) of every network for C candidates of B sessions (the inputs of
+        :meth:`DuelingQNetwork.forward`)."""
         b, c, h = item_emb.shape
         with torch.no_grad():
             value = torch.relu(torch.addmm(self.v1_b, torch.cat([state, context], 1), self.v1_w)) @ self.v2_w

@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     candidates_popular: int = Field(5, ge=0, description="recently popular items added to the candidates")
     candidates_fresh: int = Field(5, ge=0, description="newly seen items added to the candidates")
     ann_min_items: int = Field(10_000, ge=0, description="catalogs this large get an inverted-file index for the GRU "
-                               "top-N (faiss IVF-Flat, ~sqrt(n) lists); smaller ones are scored exactly")
+                               "top-N (faiss IVF, ~sqrt(n) lists of 4-bit fast-scan codes); smaller ones are scored "
+                               "exactly")
     ann_probe: float = Field(0.065, gt=0, le=1, description="share of the index's lists scanned per query (at least "
                              "8): more finds more of the exact top-N, and costs proportionally more")
     exclude_seen: bool = Field(True, description="leave a session's own items out of its candidates")
