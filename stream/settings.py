@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(1800, ge=1, description="a session's state expires after this much inactivity")
     session_max_items: int = Field(20, ge=1, description="recent items kept per session (state rebuilds)")
     session_cache: int = Field(20_000, ge=0, description="sessions a worker keeps the state it last wrote of, so their "
-                               "next click reads no Redis (about 1.5 KB each; 0: always read Redis)")
+                               "next click reads no Redis (about 1.3 KB each; 0: always read Redis)")
     session_ranking_items: int = Field(20, ge=0, description="the top of W's ranking kept with each session's state "
                                        "for the serving endpoint to answer from (0: serving always ranks itself)")
 
