@@ -18,9 +18,9 @@ The stream worker that owns a session's partition is its only writer, so it may 
 session's next click costs no round trip (an MGET was 7-8% of a small batch's time, in process).
 What is kept is the encoded bytes, exactly what went to Redis: no object is shared with the caller,
 the memory is about 1.3 KB a session (1.1 KB encoded for a session of 20 clicks), and the garbage
-collector has nothing more to walk.  Entries expire like the keys (``ttl_s`` after their last write).  The worker drops them all whenever its
-partitions change (:meth:`SessionStore.forget`), since another worker may have written meanwhile, and
-drops a batch's sessions when writing them to Redis failed.  Readers that do not own the sessions
+collector has nothing more to walk.  Entries expire like the keys (``ttl_s`` after their last write).
+The worker drops them all whenever its partitions change (:meth:`SessionStore.forget`), since another
+worker may have written meanwhile, and drops a batch's sessions when writing them to Redis failed.  Readers that do not own the sessions
 (the serving endpoint) use no cache.
 """
 
