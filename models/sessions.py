@@ -20,8 +20,8 @@ What is kept is the encoded bytes, exactly what went to Redis: no object is shar
 the memory is about 1.3 KB a session (1.1 KB encoded for a session of 20 clicks), and the garbage
 collector has nothing more to walk.  Entries expire like the keys (``ttl_s`` after their last write).
 The worker drops them all whenever its partitions change (:meth:`SessionStore.forget`), since another
-worker may have written meanwhile, and drops a batch's sessions when writing them to Redis failed.  Readers that do not own the sessions
-(the serving endpoint) use no cache.
+worker may have written meanwhile, and drops a batch's sessions when writing them to Redis failed.
+Readers that do not own the sessions (the serving endpoint) use no cache.
 """
 
 from __future__ import annotations
