@@ -44,15 +44,6 @@ SIMILARITY = 3
 SCALAR_PRIOR = (0.25, 2.0, 0.25, 1.0, 0.0)
 
 
-def inputs(state: torch.Tensor, context: torch.Tensor, item_emb: torch.Tensor,
-           action_scalars: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The value stream's input (B, H+5) and the advantage stream's (B, C, H+10): the state-item interaction
-    (hidden ⊙ embedding), the context and the candidate's scalars."""
-    inter = state.unsqueeze(1) * item_emb                                     # (B, C, H)
-    ctx = context.unsqueeze(1).expand(-1, item_emb.shape[1], -1)
-    return torch.cat([state, context], dim=1), torch.cat([inter, ctx, action_scalars], dim=2), action_scalars
-
-
 class DuelingQNetwork(nn.Module):
     def __init__(self, hidden_size: int, width: int = 32, seed: int = 0) -> None:
         super().__init__()
@@ -75,12 +66,16 @@ class DuelingQNetwork(nn.Module):
 
     def forward(self, state: torch.Tensor, context: torch.Tensor, item_emb: torch.Tensor,
                 action_scalars: torch.Tensor) -> torch.Tensor:
-        """Q for each of C candidates of each of B sessions: state (B,H), context (B,5), emb (B,C,H), scalars (B,C,5)."""
-        return self.q(*inputs(state, context, item_emb, action_scalars))
+        """Q for each of C candidates of each of B sessions: state (B,H), context (B,5), emb (B,C,H), scalars (B,C,5).
 
-    def q(self, s: torch.Tensor, x: torch.Tensor, action_scalars: torch.Tensor) -> torch.Tensor:
-        """Q from :func:`inputs`: W and its explorer W~ rank the same candidates, so they share those."""
-        return self.value(s) + self.advantage(x).squeeze(2) + action_scalars @ self.scalar_weights
+        The advantage stream sees the state-item interaction (hidden ⊙ embedding), the context and the
+        candidate's scalars.  (The stream scores W and W~ together with :class:`RankerStack`.)
+        """
+        inter = state.unsqueeze(1) * item_emb                                     # (B, C, H)
+        ctx = context.unsqueeze(1).expand(-1, item_emb.shape[1], -1)
+        value = self.value(torch.cat([state, context], dim=1))
+        advantage = self.advantage(torch.cat([inter, ctx, action_scalars], dim=2)).squeeze(2)
+        return value + advantage + action_scalars @ self.scalar_weights
 
     def get_weights(self) -> np.ndarray:
         return nn.utils.parameters_to_vector(self.parameters()).detach().cpu().numpy().astype(np.float32)

@@ -85,12 +85,6 @@ class CatalogIndex:
     def kind(self) -> str:
         return "ivf" if self.index is not None else "exact"
 
-    def scores(self, h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Exact scores of items ``idx`` (B, N; -1 gives -inf) for hidden states ``h`` (B, H)."""
-        safe = idx.clamp(min=0)
-        s = torch.einsum("bh,bnh->bn", h, self.w[safe]) + self.b[safe]
-        return s.masked_fill(idx < 0, -math.inf)
-
     def top(self, h: torch.Tensor, n: int, exclude: list[list[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices (B, n) and scores of each row's n best items, best first, leaving out ``exclude[b]``; -1 pads
         (score -inf).  Exact scoring gives exact scores; the index gives them to float32 precision."""

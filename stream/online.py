@@ -112,8 +112,9 @@ class OnlineRecommender:
         """Write the item statistics to Redis (at most every ``stats_snapshot_s``) for the serving endpoint.
 
         With a positive interval the stream takes a copy of the arrays (:meth:`ItemStats.snapshot`, well
-        under a millisecond) and a thread packs and writes it while the stream goes on; with 0 (or ``force``) it is written before ranking, so the
-        serving endpoint sees exactly the statistics this batch was ranked with (the parity tests).
+        under a millisecond) and a thread packs and writes it while the stream goes on; with 0 (or ``force``)
+        it is written before ranking, so the serving endpoint sees exactly the statistics this batch was
+        ranked with (the parity tests).
         """
         now = time.monotonic()
         if not force and now - self._snapshot_at < self.s.stats_snapshot_s:
