@@ -38,8 +38,10 @@ QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-pa
          "gru4rec-diginetica": ["--epochs", "1"],
          "recall-index": ["--queries", "512"],
          "stream-batch": ["--clicks", "1024", "--sizes", "4", "256"],
-         "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"],
-         "stream-throughput-2-workers": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200"],
+         "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200",
+                               "--broker-warmup-seconds", "20"],
+         "stream-throughput-2-workers": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200",
+                                         "--broker-warmup-seconds", "20"],
          "serving-latency": ["--seconds", "5", "--rate", "200", "--clicks", "3000"],
          "retrain-time": ["--epochs", "1"], "promotion-pause": [], "warm-start": [],
          "online-study": ["--duration", "120", "--variants", "full", "frozen", "popular"]}

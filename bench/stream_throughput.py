@@ -2,6 +2,7 @@
 
     python -m bench.stream_throughput [--clicks 50000] [--rate 1000] [--latency-seconds 30] [--warmup-seconds 10]
                                       [--workers 1] [--order interleaved|session] [--linger-ms 5]
+                                      [--broker-warmup-seconds 120]
 
 Starts a real Kafka broker and Redis (infra/local.py), publishes a GRU4Rec model over Diginetica's
 43,097 items (100 hidden units, one quick epoch, ``bench.common.diginetica_model``: the recall index
@@ -26,8 +27,16 @@ people browse together.  ``session`` sends each session's clicks back to back (t
 a batch of 32 clicks then holds ~3 sessions of ~10 clicks each, which the worker must step in ~10
 rounds of one GRU step each (a session's clicks stay in order) — a worst case, not traffic.
 
+Before phase 1 the broker is warmed up (``--broker-warmup-seconds``, default at most 120): clicks go
+through pass-through processes in rounds until the broker's JIT compiler is quiet.  A freshly started
+broker's C2 compiler thread took 34-47% of a core during its first ~25 s of traffic, on the same two
+cores: measured cold, two workers made 7,748 clicks/s and, right after, warm, 12,155.  A broker in
+service has long finished compiling, so the figures are for a warm one; the compiler's CPU during each
+phase is reported (``kafka_jit``, ``latency_kafka_jit_cpu_s``) and ``--broker-warmup-seconds 0``
+measures a cold broker.
+
 For phases 1 and 2 it also reports the CPU seconds per 1,000 clicks of each worker, the broker and
-Redis (from /proc, between the first and the last answer), which says where the two cores go.
+Redis (from /proc, from the first click sent to the last answer read), which says where the two cores go.
 ``--profile DIR`` records each worker with py-spy (if installed) into DIR.
 
 Prints one JSON object.  Figures, not assertions.
@@ -71,15 +80,11 @@ DATA = ROOT.parent / "shared" / "data"
 
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _cpu_s_of(Path(f"/proc/{pid}/stat"))
 
 
-def _drain(bootstrap: str, topic: str, expected: int, timeout: float, proc: subprocess.Popen | None = None,
-           on_first=None) -> list:
-    """Read ``expected`` records of ``topic`` from the beginning: (Kafka append time in s, raw value).
-
-    ``on_first`` is called once the first record has arrived."""
+def _drain(bootstrap: str, topic: str, expected: int, timeout: float, proc: subprocess.Popen | None = None) -> list:
+    """Read ``expected`` records of ``topic`` from the beginning: (Kafka append time in s, raw value)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
@@ -90,11 +95,25 @@ def _drain(bootstrap: str, topic: str, expected: int, timeout: float, proc: subp
         for msg in c.consume(2000, 0.5):
             if not msg.error():
                 out.append((msg.timestamp()[1] / 1000.0, msg.value()))
-        if out and on_first is not None:
-            on_first()
-            on_first = None
     c.close()
     return out
+
+
+def _jit_cpu_s(pid: int) -> float:
+    """CPU seconds so far of a JVM's JIT compiler threads (HotSpot names them "C1/C2 CompilerThread<n>")."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if "CompilerThre" in (task / "comm").read_text():
+                total += _cpu_s_of(task / "stat")
+        except OSError:  # the thread ended meanwhile
+            continue
+    return total
+
+
+def _cpu_s_of(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _worker(module: list[str], env: dict, log: Path, profile: Path | None = None) -> subprocess.Popen:
@@ -148,6 +167,54 @@ def _rate(records: list) -> float:
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else float("nan")
 
 
+def _warm_broker(kafka: local.Service, base: dict, state: Path, events, paced_events, args) -> dict:
+    """Send clicks through pass-through processes, in rounds, until the broker's JIT compiler is quiet.
+
+    A freshly started broker spends its first half minute of traffic compiling: its C2 compiler thread
+    took 34-47% of a core then (against ~1% later), on the same two cores the workers are measured on.
+    Each round is the throughput phase's burst (``--clicks`` at full speed) and two seconds at
+    2 x ``--rate`` (small requests, the latency phase's), through ``--workers`` pass-through processes;
+    it stops after the first round in which the compiler used under 5% of a core, or after
+    ``--broker-warmup-seconds``.  Returns what it took."""
+    prefix = f"broker-warmup-{uuid.uuid4().hex[:6]}-"
+    settings = Settings(kafka=kafka.address, topic_prefix=prefix)
+    ensure_topics(settings)
+    group = f"{prefix}app"
+    copies = []
+    for n in range(args.workers):
+        env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=group,
+                   STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT="0")
+        copies.append(_worker(["bench.passthrough_app"], env, state / f"broker-warmup-{n}.log"))
+    reader = Consumer({"bootstrap.servers": kafka.address, "group.id": f"bench-{uuid.uuid4().hex}",
+                       "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        _wait_for_group(kafka.address, clicks_group(Settings(app_id=group)), args.workers, copies)
+        reader.subscribe([settings.topic("passthrough")])
+        started, jit_started = time.monotonic(), _jit_cpu_s(kafka.pid)
+        sent = received = rounds = 0
+        share = float("nan")
+        paced = paced_events.head(int(2 * args.rate * 2))
+        while True:
+            round_started, jit_before = time.monotonic(), _jit_cpu_s(kafka.pid)
+            sent += replay(settings, events, rate=0, has_time=False, progress=False)["delivered"]
+            sent += replay(settings, paced, rate=2 * args.rate, has_time=False, progress=False,
+                           linger_ms=args.linger_ms)["delivered"]
+            deadline = time.monotonic() + 120
+            while received < sent and time.monotonic() < deadline:
+                received += sum(1 for m in reader.consume(5000, 0.5) if not m.error())
+            rounds += 1
+            share = (_jit_cpu_s(kafka.pid) - jit_before) / (time.monotonic() - round_started)
+            if share < 0.05 or time.monotonic() - started > args.broker_warmup_seconds:
+                break
+        return {"seconds": round(time.monotonic() - started, 1), "rounds": rounds, "clicks": sent,
+                "jit_cpu_s": round(_jit_cpu_s(kafka.pid) - jit_started, 2),
+                "last_round_jit_share_of_a_core": round(share, 3)}
+    finally:
+        reader.close()
+        for proc in copies:
+            local.stop_pid(proc.pid)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clicks", type=int, default=50_000)
@@ -173,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-passthrough-latency", action="store_true",
                    help="skip the pass-through's latency at --rate (the floor the worker's latency is measured against)")
     p.add_argument("--profile", type=Path, default=None, help="record each worker with py-spy into this folder")
+    p.add_argument("--broker-warmup-seconds", type=float, default=120.0,
+                   help="before measuring, send clicks through the pass-through until the broker's JIT compiler is "
+                        "quiet (at most this long; 0: measure a freshly started broker)")
     args = p.parse_args(argv)
     if args.profile is not None:
         if shutil.which("py-spy") is None:
@@ -209,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
                         + f" --order {args.order}" + (" --latency-only" if args.latency_only else "")
                         + f" --linger-ms {args.linger_ms:g}"
                         + (" --no-passthrough-latency" if args.no_passthrough_latency else "")
+                        + f" --broker-warmup-seconds {args.broker_warmup_seconds:g}"
                         + "".join(f" --set {item}" for item in args.set)}
         worker_cmd = ["stream", "worker", "--loglevel", "warn"]
+        if args.broker_warmup_seconds > 0:
+            result["broker_warmup"] = _warm_broker(kafka, base, state, events, paced_events, args)
+            print(f"broker warm-up: {result['broker_warmup']}", file=sys.stderr)
         phases = () if args.latency_only else (("passthrough", ["bench.passthrough_app"], "passthrough"),
                                                ("worker", worker_cmd, "recommendations"))
         for name, module, out_topic in phases:
@@ -228,14 +302,18 @@ def main(argv: list[str] | None = None) -> int:
             procs.extend(workers)
             _wait_for_group(kafka.address, clicks_group(Settings(app_id=group)), args.workers, workers)
             pids = {**{f"worker-{n}": w.pid for n, w in enumerate(workers)}, "kafka": kafka.pid, "redis": rds.pid}
-            cpu_at_first: dict[str, float] = {}
+            # from the first click sent to the last answer read (the pass-through is done before its first copy
+            # could be read; idle processes cost next to nothing)
+            cpu_at_first = {**{k: _cpu_s(v) for k, v in pids.items()}, "kafka_jit": _jit_cpu_s(kafka.pid)}
             sent = replay(settings, events, rate=0, has_time=False, progress=False)
-            out = _drain(kafka.address, settings.topic(out_topic), sent["delivered"], timeout=900, proc=workers[0],
-                         on_first=lambda: cpu_at_first.update({k: _cpu_s(v) for k, v in pids.items()}))
+            out = _drain(kafka.address, settings.topic(out_topic), sent["delivered"], timeout=900, proc=workers[0])
             if not out:
                 raise RuntimeError(f"{name}: no record reached {settings.topic(out_topic)} (see {state}/{name}-0.log)")
             result[f"{name}_cpu_s_per_1000_clicks"] = {
                 k: round((_cpu_s(v) - cpu_at_first[k]) / len(out) * 1000, 3) for k, v in pids.items()}
+            # the broker's JIT compiler threads, part of "kafka" above: ~0 on a warm broker
+            result[f"{name}_cpu_s_per_1000_clicks"]["kafka_jit"] = round(
+                (_jit_cpu_s(kafka.pid) - cpu_at_first["kafka_jit"]) / len(out) * 1000, 3)
             if name == "worker":
                 result["worker_batches"] = {f"worker-{n}": _batches(port) for n, port in enumerate(ports)}
             for w in workers:
@@ -264,10 +342,12 @@ def main(argv: list[str] | None = None) -> int:
                           linger_ms=args.linger_ms)  # the workers up, the model loaded
             _drain(kafka.address, settings.topic(out_topic), warm["delivered"], timeout=120, proc=workers[0])
             n, warm_n = int(args.rate * args.latency_seconds), int(args.rate * args.warmup_seconds)
+            jit_before = _jit_cpu_s(kafka.pid)
             paced_from = time.time() + args.warmup_seconds  # one paced replay; its first seconds are not measured
             sent = replay(settings, paced_events.iloc[200: 200 + warm_n + n], rate=args.rate, has_time=False,
                           progress=False, linger_ms=args.linger_ms)
             out = _drain(kafka.address, settings.topic(out_topic), warm["delivered"] + sent["delivered"], 300)
+            sent["kafka_jit_cpu_s"] = round(_jit_cpu_s(kafka.pid) - jit_before, 2)
             batches = {f"worker-{n}": _batches(port) for n, port in enumerate(ports)} if name == "latency" else {}
             for w in workers:
                 local.stop_pid(w.pid)
@@ -279,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
 
         paced_out, sent = paced("latency", worker_cmd, "recommendations")
         result["latency_batches"] = sent["batches"]
+        result["latency_kafka_jit_cpu_s"] = sent["kafka_jit_cpu_s"]  # the broker's compiler during the paced phase
         if args.dump_latency is not None:  # (seconds into the paced phase, latency ms) of every slate
             args.dump_latency.write_text(json.dumps(paced_out))
         lat = np.array([x for _, x in paced_out])
