@@ -185,9 +185,14 @@ class OnlineRecommender:
                             depth=self.depth)
         if self.s.session_ranking_items:  # W's ranking after each session's last click, for the serving endpoint
             top = self.s.session_ranking_items
-            for b, click in enumerate(clicks):
-                st = states[click.session_id]
-                st.ranking = list(zip(ranked.items(b, 0, top), ranked.q[b, 0, :top].tolist()))
+            q_top, done = ranked.q[:, 0, :top].tolist(), set()
+            for b in range(len(clicks) - 1, -1, -1):  # a session's last click in the batch gives its ranking
+                sid = clicks[b].session_id
+                if sid in done:
+                    continue
+                done.add(sid)
+                st = states[sid]
+                st.ranking = list(zip(ranked.items(b, 0, top), q_top[b]))
                 st.ranking_version = m.name
         pipe = self.sessions.r.pipeline(transaction=False)  # the states and the click count: one round trip
         written = {sid: st for sid, st in states.items() if st is not None}
@@ -219,6 +224,7 @@ class OnlineRecommender:
         if any(redelivered):
             dup = torch.tensor(redelivered)
             hidden[:, dup] = before[:, dup]
+        rows = hidden.transpose(0, 1).reshape(len(clicks), -1).numpy()  # each session's layers, one row
         for b, click in enumerate(clicks):
             prior = states.get(click.session_id)
             if prior is None:
@@ -231,7 +237,7 @@ class OnlineRecommender:
                 st = prior or SessionState(first_ts=click.ts)
                 st.partition, st.offset = offsets[b]
                 st.items = (st.items + [click.item_id])[-self.s.session_max_items:]
-                st.hidden = hidden[:, b].reshape(-1).numpy()
+                st.hidden = rows[b]
                 st.prev_ts = st.last_ts if st.clicks else None
                 st.version, st.clicks, st.last_ts = m.gru_version, st.clicks + 1, click.ts
                 states[click.session_id] = st
