@@ -112,6 +112,7 @@ def _jit_cpu_s(pid: int) -> float:
 
 
 def _cpu_s_of(stat: Path) -> float:
+    """User + system CPU seconds in a /proc stat file (a process's or one thread's)."""
     fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -143,6 +144,24 @@ def _wait_for_group(bootstrap: str, group: str, members: int, procs: list[subpro
             pass  # the group does not exist yet, or the broker is busy starting the workers: ask again
         time.sleep(1.0)
     raise RuntimeError(f"consumer group {group} not stable with {members} members after {timeout:.0f} s")
+
+
+def _start_group(module: list[str], name: str, prefix: str, base: dict, state: Path, bootstrap: str, workers: int,
+                 profile: Path | None = None) -> tuple[list[subprocess.Popen], list[int]]:
+    """``workers`` processes of ``module`` on ``prefix``'s topics, in one clicks consumer group: returned (with their
+    Prometheus ports) once the group is stable, so no rebalance lands mid-run; stopped if it never is."""
+    ports, procs = [_free_port() for _ in range(workers)], []
+    try:
+        for n in range(workers):
+            env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=f"{prefix}app",
+                       STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
+            procs.append(_worker(module, env, state / f"{name}-{n}.log", profile))
+        _wait_for_group(bootstrap, clicks_group(Settings(app_id=f"{prefix}app")), workers, procs)
+    except BaseException:
+        for proc in procs:
+            local.stop_pid(proc.pid)
+        raise
+    return procs, ports
 
 
 def _free_port() -> int:
@@ -179,16 +198,11 @@ def _warm_broker(kafka: local.Service, base: dict, state: Path, events, paced_ev
     prefix = f"broker-warmup-{uuid.uuid4().hex[:6]}-"
     settings = Settings(kafka=kafka.address, topic_prefix=prefix)
     ensure_topics(settings)
-    group = f"{prefix}app"
-    copies = []
-    for n in range(args.workers):
-        env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=group,
-                   STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT="0")
-        copies.append(_worker(["bench.passthrough_app"], env, state / f"broker-warmup-{n}.log"))
+    copies, _ = _start_group(["bench.passthrough_app"], "broker-warmup", prefix, base, state, kafka.address,
+                             args.workers)
     reader = Consumer({"bootstrap.servers": kafka.address, "group.id": f"bench-{uuid.uuid4().hex}",
                        "auto.offset.reset": "earliest", "enable.auto.commit": False})
     try:
-        _wait_for_group(kafka.address, clicks_group(Settings(app_id=group)), args.workers, copies)
         reader.subscribe([settings.topic("passthrough")])
         started, jit_started = time.monotonic(), _jit_cpu_s(kafka.pid)
         sent = received = rounds = 0
@@ -293,14 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             ensure_topics(settings)
             if name == "worker":
                 publish_first_version(ModelRegistry(redis.Redis.from_url(rds.address), prefix), gru)
-            group = f"{prefix}app"
-            workers, ports = [], [_free_port() for _ in range(args.workers)]
-            for n in range(args.workers):
-                env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=group,
-                           STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
-                workers.append(_worker(module, env, state / f"{name}-{n}.log", args.profile))
+            workers, ports = _start_group(module, name, prefix, base, state, kafka.address, args.workers,
+                                          args.profile)
             procs.extend(workers)
-            _wait_for_group(kafka.address, clicks_group(Settings(app_id=group)), args.workers, workers)
             pids = {**{f"worker-{n}": w.pid for n, w in enumerate(workers)}, "kafka": kafka.pid, "redis": rds.pid}
             # from the first click sent to the last answer read (the pass-through is done before its first copy
             # could be read; idle processes cost next to nothing)
@@ -331,13 +340,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings(kafka=kafka.address, topic_prefix=prefix)
             ensure_topics(settings)
             publish_first_version(ModelRegistry(redis.Redis.from_url(rds.address), prefix), gru)
-            workers, ports = [], [_free_port() for _ in range(args.workers)]
-            for n in range(args.workers):
-                env = dict(base, STREAMREC_TOPIC_PREFIX=prefix, STREAMREC_APP_ID=f"{prefix}app",
-                           STREAMREC_DATA_DIR=str(state / f"{prefix}{n}"), STREAMREC_METRICS_PORT=str(ports[n]))
-                workers.append(_worker(module, env, state / f"{name}-{n}.log", args.profile))
+            workers, ports = _start_group(module, name, prefix, base, state, kafka.address, args.workers,
+                                          args.profile)
             procs.extend(workers)
-            _wait_for_group(kafka.address, clicks_group(Settings(app_id=f"{prefix}app")), args.workers, workers)
             warm = replay(settings, paced_events.head(200), rate=200, has_time=False, progress=False,
                           linger_ms=args.linger_ms)  # the workers up, the model loaded
             _drain(kafka.address, settings.topic(out_topic), warm["delivered"], timeout=120, proc=workers[0])

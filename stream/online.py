@@ -185,12 +185,9 @@ class OnlineRecommender:
                             depth=self.depth)
         if self.s.session_ranking_items:  # W's ranking after each session's last click, for the serving endpoint
             top = self.s.session_ranking_items
-            q_top, done = ranked.q[:, 0, :top].tolist(), set()
-            for b in range(len(clicks) - 1, -1, -1):  # a session's last click in the batch gives its ranking
-                sid = clicks[b].session_id
-                if sid in done:
-                    continue
-                done.add(sid)
+            q_top = ranked.q[:, 0, :top].tolist()
+            last_click = {click.session_id: b for b, click in enumerate(clicks)}  # a session's last click ranks it
+            for sid, b in last_click.items():
                 st = states[sid]
                 st.ranking = list(zip(ranked.items(b, 0, top), q_top[b]))
                 st.ranking_version = m.name
