@@ -55,7 +55,7 @@ def main() -> int:
             return (time.perf_counter() - t) * 1000
 
         before = [one() for _ in range(8)][1:]
-        second = GRU4Rec.load(io.BytesIO(client.get(registry.key(v1, "gru"))), device="cpu")
+        second = GRU4Rec.load(io.BytesIO(registry.gru_blob(v1)), device="cpu")
         with torch.no_grad():  # same shape, different weights: loaded and indexed anew
             second.model.Wy.weight.mul_(1.01)
         v2 = publish_first_version(registry, second)

@@ -188,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         for s in sessions[:200]:  # warm up
             httpx.get(f"{base}/recommendations/{s}")
 
-        second = GRU4Rec.load(io.BytesIO(registry.r.get(registry.key(first, "gru"))), device="cpu")
+        second = GRU4Rec.load(io.BytesIO(registry.gru_blob(first)), device="cpu")
         with torch.no_grad():  # a different model of the same shape: the promotion loads and indexes it anew
             second.model.Wy.weight.mul_(1.01)
 
         def promote() -> None:
             version = publish_first_version(registry, second, promote=False)
-            registry.promote(version)
+            registry.promote(version, based_on=registry.current_version())
 
         # while the sessions' stored rankings are from the current version: one Redis read per request
         highest_stored = _wrk(base, sessions, args.connections, args.seconds, state)

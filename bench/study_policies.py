@@ -2,9 +2,10 @@
 
 Each answers a micro-batch of clicks with one slate per click.  ``SystemPolicy`` is the stream's own
 online loop — :class:`stream.online.OnlineRecommender` with its GRU4Rec session state in Redis,
-multi-path candidates and DRN's dueling Q-network, :class:`stream.leader.DbgdLeader` deciding DBGD
-rounds, :class:`stream.drift.CtrDriftDetector` and :func:`models.retrain.retrain` for major updates —
-with parts switched off for the ablations.  The baselines: the recently most clicked items, and
+multi-path candidates and DRN's dueling Q-network, and the worker's own model-lifecycle controller
+(:class:`stream.control.controller.Controller`: DBGD rounds, drift watch, retrain policy, promotion gate,
+guardrail) with :func:`models.retrain.train_candidate` for major updates — with parts switched off for
+the ablations.  Nothing of the orchestration is copied here.  The baselines: the recently most clicked items, and
 river's ``reco.BiasedMF`` learning from every click and every skipped slot.
 """
 
@@ -20,17 +21,17 @@ from river import optim, reco
 
 from models.__main__ import publish_first_version
 from models.gru4rec import GRU4Rec
-from models.interleave import CURRENT, EXPLORER
 from models.itemstats import ItemStats
 from models.recommend import popular_items
 from models.registry import ModelRegistry
-from models.retrain import RetrainConfig, retrain
+from models.retrain import RetrainConfig, train_candidate
 from models.sessions import SessionStore
-from stream.drift import CtrDriftDetector
-from stream.leader import DbgdLeader
+from stream.control.clock import ManualClock
+from stream.control.controller import Controller
+from stream.control.store import RedisControlStore
+from stream.control.trainer import InlineTrainer
 from stream.online import OnlineRecommender
-from stream.records import Click, new_impression_id
-from stream.retrainer import Retrainer
+from stream.records import Click, ModelUpdate, new_impression_id
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,17 @@ class SystemOptions:
     drift_retrain_after: int = 4000    # a drift retrain waits for this many impressions after the change
     popular_half_life_s: float = 60.0
     fresh_window_s: float = 300.0
+    guardrail: bool = True             # the rollback guardrail after each major promotion
     seed: int = 0
 
 
 class SystemPolicy:
-    """streamrec's online loop, in process, against a real Redis (its own namespace)."""
+    """streamrec's online loop, in process, against a real Redis (its own namespace).
+
+    The click path is :class:`stream.online.OnlineRecommender`; every model decision is made by the
+    worker's own :class:`stream.control.controller.Controller`, fed the batch's outcomes and a tick
+    after each batch, on the study's simulated clock.  Its retrains run inline
+    (:class:`stream.control.trainer.InlineTrainer`, on the log this policy keeps in place of Kafka's)."""
 
     def __init__(self, name: str, client: redis.Redis, model_path: str, opts: SystemOptions, namespace: str) -> None:
         self.name, self.client, self.opts, self.prefix = name, client, opts, namespace
@@ -86,18 +93,22 @@ class SystemPolicy:
             topic_prefix=namespace, explore=opts.explore, slate_size=opts.slate_size, dbgd_window=opts.dbgd_window,
             dbgd_window_s=1e12, dbgd_alpha=opts.dbgd_alpha, dbgd_eta=opts.dbgd_eta, seed=opts.seed,
             popular_half_life_s=opts.popular_half_life_s, fresh_window_s=opts.fresh_window_s,
-            stats_snapshot_s=1e12, session_ttl_s=24 * 3600, torch_threads=1, retrain_window_s=opts.retrain_window_s)
+            stats_snapshot_s=1e12, session_ttl_s=24 * 3600, torch_threads=1, retrain_window_s=opts.retrain_window_s,
+            retrain_every_clicks=opts.retrain_every_clicks if opts.retrains else 0, drift_retrain=opts.retrains,
+            drift_min_impressions=opts.drift_min_impressions, drift_retrain_after=opts.drift_retrain_after,
+            retrain_epochs=opts.retrain_epochs, retrain_learning_rate=opts.retrain_learning_rate,
+            retrain_margin=opts.retrain_margin, guardrail=opts.guardrail)
         self.registry = ModelRegistry(client, namespace=namespace)
         publish_first_version(self.registry, GRU4Rec.load(model_path, device="cpu"), opts.dbgd_alpha, opts.seed)
         self.online = OnlineRecommender(self.settings, self.registry,
                                         SessionStore(client, namespace, self.settings.session_ttl_s,
                                                      self.settings.session_max_items))
-        self.leader = DbgdLeader(self.settings, self.registry) if opts.dbgd and opts.explore else None
-        self.drift = CtrDriftDetector(min_impressions=opts.drift_min_impressions, retrain_after=opts.drift_retrain_after)
-        self.retrainer = Retrainer(self.settings, self.registry)  # only its window rule: retrains run here
+        self.clock = ManualClock()
+        store = RedisControlStore(client, namespace)
+        self.controller = Controller(self.settings, self.registry, store, InlineTrainer(self._train, store),
+                                     self.clock)
         self.clicks_log: list[dict] = []    # what Kafka's clicks and recommendations topics would hold
         self.slates_log: list[dict] = []
-        self.clicks_since_retrain = 0
         self.events: list[dict] = []        # DBGD acceptances, drift detections, retrains: for the plot
 
     def answer(self, requests: list[Request], t: float) -> list[Slate]:
@@ -111,41 +122,36 @@ class SystemPolicy:
         for n, s in enumerate(slates):
             self.slates_log.append({**s.model_dump(), "ts": requests[n].ts, "_partition": 0,
                                     "_offset": len(self.slates_log)})
-        self.clicks_since_retrain += len(clicks)
-        trigger, since, now_ts = None, None, requests[-1].ts
-        for message in feedback.as_messages():
-            if self.drift.update(int(message["impressions"]), int(message[CURRENT]) + int(message[EXPLORER]), now_ts):
-                self.events.append({"t": t, "event": "drift detected"})
-            due, cut_ts = self.drift.retrain_due()
-            if due:
-                trigger, since = "drift", cut_ts
-            if self.leader is not None:
-                update = self.leader.observe(message)
-                if update is not None and update.summary.get("accepted"):
-                    self.events.append({"t": t, "event": "DBGD accepted"})
-        if self.opts.retrains and trigger is None and self.clicks_since_retrain >= self.opts.retrain_every_clicks:
-            trigger = "clicks"
-        if self.opts.retrains and trigger is not None:
-            if since is not None:
-                self.retrainer.floor = since  # as Retrainer.due does for a drift request
-            self._retrain(trigger, t, self.retrainer.window_start(now_ts, since))
+        self.clock.set(requests[-1].ts)
+        drops = self.controller.drift.drops
+        updates = self.controller.feedback(feedback.as_messages()) + self.controller.tick()
+        if self.controller.drift.drops > drops:
+            self.events.append({"t": t, "event": "drift detected"})
+        for u in updates:
+            self._record(u, t)
         self.online.refresh_model(force=True)
         return [Slate(s.items, s.impression_id) for s in slates]
 
-    def _retrain(self, trigger: str, t: float, since: float) -> None:
-        """A major update over the log since ``since``, as the leader worker runs it."""
+    def _record(self, update: ModelUpdate, t: float) -> None:
+        if update.kind == "minor":
+            if update.action == "promoted" and update.summary.get("accepted"):
+                self.events.append({"t": t, "event": "DBGD accepted"})
+            return
+        trigger = (update.summary or {}).get("trigger", "")
+        event = {"promoted": f"retrain ({trigger}): promoted", "rejected": f"retrain ({trigger}): not promoted",
+                 "rolled_back": "guardrail rollback", "kept": "guardrail kept"}[update.action]
+        self.events.append({"t": t, "event": event, "reason": update.reason})
+        log.info("%s: %s at %.0f s (%s)", self.name, event, t, update.reason)
+
+    def _train(self, job: dict) -> dict:
+        """The controller's retrain job, on this policy's log: what the job process does with Kafka's."""
         o = self.opts
-        clicks = [c for c in self.clicks_log if c["ts"] >= since]
-        slates = [s for s in self.slates_log if s["ts"] >= since]
-        config = RetrainConfig(epochs=o.retrain_epochs, learning_rate=o.retrain_learning_rate, margin=o.retrain_margin,
-                               alpha=o.dbgd_alpha, seed=o.seed, half_life_s=o.popular_half_life_s,
-                               fresh_window_s=o.fresh_window_s)
-        outcome = retrain(self.registry, clicks, slates, config, trigger)
-        self.clicks_since_retrain = 0
-        self.events.append({"t": t, "event": f"retrain ({trigger}): " + ("promoted" if outcome.promoted else
-                                                                         "not promoted"),
-                            "reason": outcome.reason})
-        log.info("%s: retrain (%s) at %.0f s -> %s (%s)", self.name, trigger, t, outcome.version, outcome.reason)
+        clicks = [c for c in self.clicks_log if job["since"] <= c["ts"] <= job["until"]]
+        slates = [s for s in self.slates_log if job["since"] <= s["ts"] <= job["until"]]
+        config = RetrainConfig(epochs=o.retrain_epochs, learning_rate=o.retrain_learning_rate, alpha=o.dbgd_alpha,
+                               seed=o.seed, half_life_s=o.popular_half_life_s, fresh_window_s=o.fresh_window_s)
+        candidate = train_candidate(self.registry, clicks, slates, config, job["trigger"], based_on=job["based_on"])
+        return {"version": candidate.version, "reason": candidate.reason, "summary": candidate.summary}
 
     def close(self) -> None:
         keys = list(self.client.scan_iter(f"{self.prefix}*", count=1000))

@@ -184,7 +184,11 @@ def redis_version(binary: str) -> str:
 
 
 def start_redis(state_dir: Path, port: int | None = None, timeout: float = 20.0) -> Service:
-    """Start Debian's redis-server (7.x) on 127.0.0.1; no persistence (the stream is the source of truth)."""
+    """Start Debian's redis-server (7.x) on 127.0.0.1 with AOF persistence (``appendfsync everysec``).
+
+    Redis holds what Kafka cannot rebuild: the model registry, the controller's state, the retrain
+    queue.  Started again with the same ``state_dir`` and ``port`` it reads its AOF back (at most the
+    last second of writes lost); session states come back too and otherwise expire as usual."""
     binary = _require("redis-server", "install Redis 7 (Debian: apt-get install redis-server)")
     version = redis_version(binary)
     if not version.startswith(("7.", "8.")):
@@ -195,7 +199,8 @@ def start_redis(state_dir: Path, port: int | None = None, timeout: float = 20.0)
     logfile = work / "redis.log"
     proc = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(work), "--save", "",
-         "--appendonly", "no", "--logfile", str(logfile), "--daemonize", "no", "--protected-mode", "yes"],
+         "--appendonly", "yes", "--appendfsync", "everysec", "--logfile", str(logfile), "--daemonize", "no",
+         "--protected-mode", "yes"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + timeout

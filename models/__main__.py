@@ -3,7 +3,7 @@
     python -m models train --dataset yoochoose-100k --out gru.pt [--loss cross-entropy --layers 100 ...]
     python -m models evaluate --model gru.pt --dataset yoochoose-100k [--mode conservative]
     python -m models publish --model gru.pt [--redis URL] [--namespace PREFIX]   first version, promoted
-    python -m models retrain [--since-minutes 60] [--epochs 1] [--margin 0]  major update from the Kafka log
+    python -m models retrain --clicks w.jsonl --slates s.jsonl   a candidate from a log window, unpromoted
 
 ``--data-dir`` defaults to ``../shared/data``; ``--train``/``--test`` take GRU4Rec TSV files instead.
 """
@@ -80,8 +80,8 @@ def publish_first_version(registry, gru: GRU4Rec, alpha: float = 0.1, seed: int 
     w = DuelingQNetwork(gru.model.layers[-1], seed=seed).get_weights()
     explorer = DuelingBanditGD(w, alpha=alpha, seed=seed).explorer_weights
     version = registry.publish_major(gru, w, explorer, summary={"source": "publish"})
-    if promote:
-        registry.promote(version)
+    if promote:  # an operator's promotion: based on whatever is current as it is read (compare-and-set still)
+        registry.promote(version, based_on=registry.current_version())
     return version
 
 
@@ -101,31 +101,34 @@ def publish(args, console: Console) -> int:
 
 
 def retrain_cmd(args, console: Console) -> int:
+    """Train a candidate from a log window given as files (JSON lines of click and slate records) and publish
+    it unpromoted.  The stream's controller runs this in a job process with the window it read from Kafka;
+    promoting is the controller's decision (or an operator's, with ``publish``-like care)."""
     import os
 
     import redis
 
     from models.registry import ModelRegistry
-    from models.retrain import RetrainConfig, retrain_from_log
+    from models.retrain import RetrainConfig, train_candidate
 
     url = args.redis or os.environ.get("STREAMREC_REDIS", "redis://127.0.0.1:6379/0")
-    kafka = args.kafka or os.environ.get("STREAMREC_KAFKA", "127.0.0.1:9092")
-    prefix = args.prefix if args.prefix is not None else os.environ.get("STREAMREC_TOPIC_PREFIX", "")
-    registry = ModelRegistry(redis.Redis.from_url(url), namespace=prefix)
-    since = time.time() - args.since_minutes * 60 if args.since_minutes is not None else args.since
-    config = RetrainConfig(epochs=args.epochs, learning_rate=args.learning_rate, holdout=args.holdout,
-                           margin=args.margin, seed=args.seed)
+    namespace = args.namespace if args.namespace is not None else os.environ.get("STREAMREC_TOPIC_PREFIX", "")
+    registry = ModelRegistry(redis.Redis.from_url(url), namespace=namespace)
+    clicks = [json.loads(line) for line in args.clicks.read_text().splitlines() if line.strip()]
+    slates = [json.loads(line) for line in args.slates.read_text().splitlines() if line.strip()] if args.slates else []
+    config = RetrainConfig(epochs=args.epochs, learning_rate=args.learning_rate, holdout=args.holdout, seed=args.seed)
     with Progress(TextColumn("[bold]retrain epochs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=console) as bar:
-        task = bar.add_task("retrain", total=args.epochs, info="reading the log")
+        task = bar.add_task("retrain", total=args.epochs, info="")
 
         def report(epoch: int, stats: dict) -> None:
             bar.update(task, advance=1, info=f"loss {stats['loss']:.4f} · {stats['events_per_s']:,.0f} events/s")
 
-        outcome = retrain_from_log(registry, kafka, prefix, since, config, trigger="manual", progress=report)
-    print(json.dumps({"version": outcome.version, "promoted": outcome.promoted, "reason": outcome.reason,
-                      "summary": outcome.summary}, indent=2, default=str))
-    return 0 if outcome.version is not None else 1
+        candidate = train_candidate(registry, clicks, slates, config, trigger="manual", progress=report,
+                                    based_on=args.based_on)
+    print(json.dumps({"version": candidate.version, "reason": candidate.reason, "summary": candidate.summary},
+                     indent=2, default=str))
+    return 0 if candidate.version is not None else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,17 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("--namespace", default=None, help="key prefix (default: STREAMREC_TOPIC_PREFIX)")
     pub.add_argument("--alpha", type=float, default=0.1, help="DBGD exploration factor of the first explorer")
     pub.add_argument("--seed", type=int, default=0)
-    ret = sub.add_parser("retrain", help="major retrain from the click log in Kafka; promote if not worse")
-    ret.add_argument("--kafka", default=None, help="bootstrap servers (default: STREAMREC_KAFKA)")
+    ret = sub.add_parser("retrain", help="train a candidate on a log window given as JSON-lines files; publish it "
+                         "unpromoted (the stream's controller decides promotions)")
+    ret.add_argument("--clicks", type=Path, required=True, help="click records, one JSON object per line")
+    ret.add_argument("--slates", type=Path, default=None, help="slate records (recommendations), one per line")
     ret.add_argument("--redis", default=None, help="Redis URL (default: STREAMREC_REDIS)")
-    ret.add_argument("--prefix", default=None, help="topic and key prefix (default: STREAMREC_TOPIC_PREFIX)")
-    window = ret.add_mutually_exclusive_group()
-    window.add_argument("--since-minutes", type=float, default=None, help="the window: the last N minutes")
-    window.add_argument("--since", type=float, default=None, help="the window: from this unix time (default: all)")
+    ret.add_argument("--namespace", default=None, help="key prefix (default: STREAMREC_TOPIC_PREFIX)")
+    ret.add_argument("--based-on", default=None, help="warm-start from this version (default: the current one)")
     ret.add_argument("--epochs", type=int, default=1)
     ret.add_argument("--learning-rate", type=float, default=None, help="default: the current version's")
     ret.add_argument("--holdout", type=float, default=0.1, help="newest share of sessions held out")
-    ret.add_argument("--margin", type=float, default=0.0, help="allowed drop of Recall@20 / MRR@20")
     ret.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

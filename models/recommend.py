@@ -155,6 +155,8 @@ class ModelCache:
         self.freeze_gc, self.ann_probe = freeze_gc, ann_probe
         self.model: LoadedModel | None = None
         self._checked_at = -math.inf
+        self._failed: tuple[str, float] | None = None  # (version, when) of the last load that failed
+        self.retry_failed_s = 30.0
 
     def refresh(self, force: bool = False) -> LoadedModel | None:
         """Switch to ``model:current`` if it changed; the old model stays in use until the new one is ready."""
@@ -165,7 +167,16 @@ class ModelCache:
         current = self.registry.current_version()
         if current is None or (self.model is not None and self.model.name == current):
             return self.model
-        mv = self.registry.load(current, loaded=self.model.version if self.model is not None else None)
+        if self._failed is not None and self._failed[0] == current and now - self._failed[1] < self.retry_failed_s:
+            return self.model  # a broken version is retried every retry_failed_s, not on every batch
+        try:
+            mv = self.registry.load(current, loaded=self.model.version if self.model is not None else None)
+        except Exception as err:  # noqa: BLE001 - a version that does not load: keep what is loaded
+            self._failed = (current, now)
+            log.error("model %s does not load (%s); keeping %s, retrying in %.0f s", current, err,
+                      self.model.name if self.model is not None else "no model", self.retry_failed_s)
+            return self.model
+        self._failed = None
         first = self.model is None
         self.model = LoadedModel.from_version(mv, self.seed, self.model, self.ann_min_items, self.ann_probe)
         if first and self.freeze_gc:

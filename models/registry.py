@@ -1,20 +1,38 @@
-"""Versioned models in Redis, one atomically swapped pointer, rollback.
+"""Versioned models in Redis, one pointer swapped by compare-and-set, rollback to earlier major versions.
 
 Keys (``ns`` is a namespace prefix, empty in production, unique per test)::
 
-    {ns}model:seq                 counter for version ids (v1, v2, ...)
-    {ns}model:{v}:meta            JSON: kind (major|minor|rollback), parent, created, gru_version, summary
-    {ns}model:{v}:gru             GRU4Rec (torch state, hyperparameters, item ids)   - major versions only
-    {ns}model:{v}:items           JSON list of item ids                              - major versions only
-    {ns}model:{v}:emb             float32 item embeddings, row per item              - major versions only
+    {ns}model:seq                 the last version number handed out (see below)
+    {ns}model:{v}:meta            JSON: kind (major|minor), parent, created, gru_version, chunks, summary
+    {ns}model:{v}:gru:{i}         GRU4Rec (torch state, hyperparameters, item ids), chunk i  - major versions only
+    {ns}model:{v}:items:{i}       JSON list of item ids, chunk i                             - major versions only
+    {ns}model:{v}:emb:{i}         float32 item embeddings, row per item, chunk i             - major versions only
     {ns}model:{v}:ranker          float32 ranker weights W
     {ns}model:{v}:explorer        float32 explorer weights W + ΔW (DBGD)
     {ns}model:current             the promoted version
     {ns}model:versions            list of versions in publication order
+    {ns}model:majors              list of major versions in the order they were first promoted (rollback targets)
+
+**Version ids are never reused**: ``v<n>`` where ``n`` is the larger of Redis' clock in milliseconds and the
+last number plus one (one Lua script), so ids sort by time and a Redis restart that lost the last
+second of ``model:seq`` (AOF ``appendfsync everysec``) still hands out new ones.
+
+**Nothing broken is published or promoted**: before publishing, every weight must be finite, the ranker
+must fit the GRU's hidden size and the GRU blob must load back; before promoting, the version is loaded
+back from Redis and checked again (a GRU checked once is remembered, so a DBGD step checks its ranker
+only).  A broken version raises :class:`InvalidModel` and ``model:current`` stays as it was.
+
+**Compare-and-set**: :meth:`ModelRegistry.promote` names the version the promotion was based on; the Lua
+script swaps the pointer only if that is still current, else raises :class:`StaleBase` with the version
+that is, so the caller re-decides.  Readers see the old or the new version, never a mix.
+
+**Large blobs in chunks** of at most ``chunk_bytes`` (16 MiB by default), each written by its own
+command: Redis caps a string at 512 MB and blocks every client while it handles one command, so a
+1M-item catalog's embeddings publish as many short writes that session reads interleave with.
 
 A minor version (a DBGD step) stores only ranker weights and points at its parent's GRU and
-embeddings through ``gru_version``.  ``promote`` runs as one Lua script: it checks the version
-exists and swaps the pointer, so a reader sees the old or the new version, never a mix.
+embeddings through ``gru_version``.  Pruning keeps the newest ``keep`` versions, the current one, the
+last ``keep_majors`` promoted major versions and every GRU they reference.
 """
 
 from __future__ import annotations
@@ -27,17 +45,51 @@ from dataclasses import dataclass
 
 import numpy as np
 import redis
+import torch
 
 from models.gru4rec import GRU4Rec
+from models.ranker import DuelingQNetwork
 
 log = logging.getLogger(__name__)
 
+_NEW_ID = """
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local n = math.max(ms, last + 1)
+redis.call('SET', KEYS[1], string.format('%d', n))
+return n
+"""
+
+# KEYS: current, meta of the version, majors list.  ARGV: version, based_on ('' = nothing current), is_major
 _PROMOTE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('no such version: ' .. ARGV[1]) end
-local previous = redis.call('GET', KEYS[1])
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[2] then return {0, current} end
 redis.call('SET', KEYS[1], ARGV[1])
-return previous
+if ARGV[3] == '1' and redis.call('LPOS', KEYS[3], ARGV[1]) == false then redis.call('RPUSH', KEYS[3], ARGV[1]) end
+return {1, current}
 """
+
+CHUNK_BYTES = 16 * 1024 * 1024
+_BLOBS = ("gru", "emb", "items")
+_PARTS = ("meta", "ranker", "explorer")
+
+
+class RegistryError(Exception):
+    """Something the registry refused to do; ``model:current`` is unchanged."""
+
+
+class InvalidModel(RegistryError):
+    """Weights that are not finite, do not fit together, or do not load back."""
+
+
+class StaleBase(RegistryError):
+    """A promotion based on a version that is no longer current."""
+
+    def __init__(self, version: str, based_on: str | None, current: str | None) -> None:
+        super().__init__(f"{version} was based on {based_on}, but {current} is current now")
+        self.version, self.based_on, self.current = version, based_on, current
 
 
 @dataclass
@@ -49,10 +101,39 @@ class ModelVersion:
     explorer: np.ndarray
 
 
+def version_number(version: str) -> int:
+    """The number in a version id (``v1764543600123`` -> 1764543600123); ids compare by it.
+
+    >>> version_number("v17") < version_number("v123")
+    True
+    """
+    return int(version.lstrip("v"))
+
+
+def check_ranker(ranker: np.ndarray, explorer: np.ndarray, hidden_size: int) -> None:
+    """Raise :class:`InvalidModel` unless W and W~ are finite and fit a Q-network on ``hidden_size`` states."""
+    expected = sum(p.numel() for p in DuelingQNetwork(hidden_size).parameters())
+    for name, w in (("ranker", ranker), ("explorer", explorer)):
+        if w.size != expected:
+            raise InvalidModel(f"{name} weights have {w.size} values; a Q-network on {hidden_size} units has {expected}")
+        if not np.isfinite(w).all():
+            raise InvalidModel(f"{name} weights are not finite ({int((~np.isfinite(w)).sum())} NaN or inf values)")
+
+
+def check_gru(gru: GRU4Rec) -> None:
+    """Raise :class:`InvalidModel` unless every GRU4Rec parameter is finite."""
+    for name, param in gru.model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise InvalidModel(f"GRU4Rec parameter {name} is not finite")
+
+
 class ModelRegistry:
-    def __init__(self, client: redis.Redis, namespace: str = "", keep: int = 10) -> None:
-        self.r, self.ns, self.keep = client, namespace, keep
+    def __init__(self, client: redis.Redis, namespace: str = "", keep: int = 10, keep_majors: int = 4,
+                 chunk_bytes: int = CHUNK_BYTES) -> None:
+        self.r, self.ns, self.keep, self.keep_majors, self.chunk_bytes = client, namespace, keep, keep_majors, chunk_bytes
         self._promote = self.r.register_script(_PROMOTE)
+        self._new_id = self.r.register_script(_NEW_ID)
+        self._checked_grus: set[str] = set()
 
     def key(self, version: str, part: str) -> str:
         return f"{self.ns}model:{version}:{part}"
@@ -61,26 +142,54 @@ class ModelRegistry:
     def current_key(self) -> str:
         return f"{self.ns}model:current"
 
+    @property
+    def majors_key(self) -> str:
+        return f"{self.ns}model:majors"
+
     # ------------------------------------------------------------------ write
 
     def _new_version(self) -> str:
-        return f"v{self.r.incr(f'{self.ns}model:seq')}"
+        return f"v{int(self._new_id(keys=[f'{self.ns}model:seq']))}"
+
+    def _write_blob(self, version: str, part: str, data: bytes) -> int:
+        """``data`` as chunks of at most ``chunk_bytes``, one command each; returns the number of chunks."""
+        chunks = max(1, -(-len(data) // self.chunk_bytes))
+        view = memoryview(data)
+        for i in range(chunks):
+            self.r.set(self.key(version, f"{part}:{i}"), bytes(view[i * self.chunk_bytes:(i + 1) * self.chunk_bytes]))
+        return chunks
+
+    def _read_blob(self, version: str, part: str, chunks: int) -> bytes:
+        parts = [self.r.get(self.key(version, f"{part}:{i}")) for i in range(chunks)]
+        if any(p is None for p in parts):
+            raise LookupError(f"model version {version} is incomplete in the registry ({part})")
+        return b"".join(parts)
 
     def publish_major(self, gru: GRU4Rec, ranker: np.ndarray, explorer: np.ndarray, parent: str | None = None,
                       summary: dict | None = None, kind: str = "major") -> str:
-        """Store a full model (GRU4Rec + embeddings + ranker) as a new, not yet promoted, version."""
-        version = self._new_version()
+        """Store a full model (GRU4Rec + embeddings + ranker) as a new, not yet promoted, version.
+
+        Raises :class:`InvalidModel` (and stores nothing) if a weight is not finite, the ranker does not
+        fit the GRU, or the GRU blob does not load back."""
+        ranker, explorer = np.asarray(ranker, dtype=np.float32), np.asarray(explorer, dtype=np.float32)
+        check_gru(gru)
+        check_ranker(ranker, explorer, gru.model.layers[-1])
         buf = io.BytesIO()
         gru.save(buf)
+        try:
+            GRU4Rec.load(io.BytesIO(buf.getvalue()), device="cpu")
+        except Exception as err:  # noqa: BLE001 - whatever torch raises, the blob is not publishable
+            raise InvalidModel(f"the GRU4Rec blob does not load back: {err}") from err
+        version = self._new_version()
         emb, _bias, ids = gru.item_embeddings()
+        chunks = {"gru": self._write_blob(version, "gru", buf.getvalue()),
+                  "emb": self._write_blob(version, "emb", emb.astype(np.float32).tobytes()),
+                  "items": self._write_blob(version, "items", json.dumps(ids).encode())}
         meta = {"kind": kind, "parent": parent, "created": time.time(), "gru_version": version,
-                "n_items": len(ids), "summary": summary or {}}
+                "n_items": len(ids), "hidden": int(gru.model.layers[-1]), "chunks": chunks, "summary": summary or {}}
         pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.key(version, "gru"), buf.getvalue())
-        pipe.set(self.key(version, "items"), json.dumps(ids))
-        pipe.set(self.key(version, "emb"), emb.astype(np.float32).tobytes())
-        pipe.set(self.key(version, "ranker"), np.asarray(ranker, dtype=np.float32).tobytes())
-        pipe.set(self.key(version, "explorer"), np.asarray(explorer, dtype=np.float32).tobytes())
+        pipe.set(self.key(version, "ranker"), ranker.tobytes())
+        pipe.set(self.key(version, "explorer"), explorer.tobytes())
         pipe.set(self.key(version, "meta"), json.dumps(meta))  # last: a version exists once its meta does
         pipe.rpush(f"{self.ns}model:versions", version)
         pipe.execute()
@@ -89,47 +198,105 @@ class ModelRegistry:
     def publish_minor(self, parent: str, ranker: np.ndarray, explorer: np.ndarray, summary: dict | None = None) -> str:
         """A DBGD step: new ranker weights on the parent's GRU and embeddings (referenced, not copied)."""
         parent_meta = self.meta(parent)
+        ranker, explorer = np.asarray(ranker, dtype=np.float32), np.asarray(explorer, dtype=np.float32)
+        check_ranker(ranker, explorer, parent_meta.get("hidden") or self._hidden(parent_meta))
         version = self._new_version()
         meta = {"kind": "minor", "parent": parent, "created": time.time(), "gru_version": parent_meta["gru_version"],
-                "n_items": parent_meta.get("n_items"), "summary": summary or {}}
+                "n_items": parent_meta.get("n_items"), "hidden": parent_meta.get("hidden"), "summary": summary or {}}
         pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.key(version, "ranker"), np.asarray(ranker, dtype=np.float32).tobytes())
-        pipe.set(self.key(version, "explorer"), np.asarray(explorer, dtype=np.float32).tobytes())
+        pipe.set(self.key(version, "ranker"), ranker.tobytes())
+        pipe.set(self.key(version, "explorer"), explorer.tobytes())
         pipe.set(self.key(version, "meta"), json.dumps(meta))
         pipe.rpush(f"{self.ns}model:versions", version)
         pipe.execute()
         return version
 
-    def promote(self, version: str) -> str | None:
-        """Make ``version`` current, atomically; return the version it replaced."""
-        previous = self._promote(keys=[self.current_key, self.key(version, "meta")], args=[version])
-        self._prune()
-        return previous.decode() if isinstance(previous, bytes) else previous
+    def _hidden(self, meta: dict) -> int:
+        return int(self._load_gru(meta["gru_version"]).model.layers[-1])
 
-    def rollback(self, to: str | None = None) -> str:
-        """Point ``model:current`` back at ``to`` (default: the current version's parent)."""
-        current = self.current_version()
+    def check(self, version: str) -> ModelVersion:
+        """Load ``version`` back from Redis and check it; :class:`InvalidModel` if it is broken."""
+        try:
+            mv = self.load(version)
+        except LookupError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a blob torch cannot read
+            raise InvalidModel(f"{version} does not load: {err}") from err
+        gru_version = mv.meta["gru_version"]
+        if gru_version not in self._checked_grus:
+            check_gru(mv.gru)
+            self._checked_grus.add(gru_version)
+        check_ranker(mv.ranker, mv.explorer, mv.gru.model.layers[-1])
+        return mv
+
+    def promote(self, version: str, based_on: str | None, check: bool = True) -> str | None:
+        """Make ``version`` current if ``based_on`` still is (None: if nothing is); return the version replaced.
+
+        Raises :class:`StaleBase` when another version became current meanwhile, :class:`InvalidModel`
+        when the version does not load or its weights are not finite, and LookupError when it does not exist."""
+        if check:
+            mv = self.check(version)
+            kind = mv.meta["kind"]
+        else:
+            kind = self.meta(version)["kind"]
+        ok, previous = self._promote(keys=[self.current_key, self.key(version, "meta"), self.majors_key],
+                                     args=[version, based_on or "", "1" if kind == "major" else "0"])
+        previous = previous.decode() if isinstance(previous, bytes) else previous
+        if not ok:
+            raise StaleBase(version, based_on, previous or None)
+        self._prune()
+        return previous or None
+
+    def previous_major(self, version: str | None = None) -> str | None:
+        """The major version promoted before the one ``version`` (default: current) is built on."""
+        version = version or self.current_version()
+        if version is None:
+            return None
+        gru_version = self.meta(version)["gru_version"]
+        majors = [v.decode() for v in self.r.lrange(self.majors_key, 0, -1)]
+        if gru_version not in majors:
+            return majors[-1] if majors and majors[-1] != gru_version else None
+        at = majors.index(gru_version)
+        return majors[at - 1] if at > 0 else None
+
+    def rollback(self, to: str | None = None, based_on: str | None = None) -> str:
+        """Point ``model:current`` back at ``to`` (default: the previous major version) by compare-and-set.
+
+        ``based_on`` (default: the current version as read now) is the version the caller decided on."""
+        current = based_on or self.current_version()
         if current is None:
             raise LookupError("no current version to roll back from")
-        target = to or self.meta(current).get("parent")
+        target = to or self.previous_major(current)
         if not target or not self.r.exists(self.key(target, "meta")):
             raise LookupError(f"cannot roll back from {current}: version {target!r} is not in the registry")
-        self.promote(target)
+        self.promote(target, based_on=current)
         log.info("rolled back from %s to %s", current, target)
         return target
 
     def _prune(self) -> None:
-        """Keep the newest ``keep`` versions, the current one, and every GRU they reference."""
-        versions = [v.decode() for v in self.r.lrange(f"{self.ns}model:versions", 0, -1)]
-        if len(versions) <= self.keep:
+        """Keep the newest ``keep`` versions, the current one, the last ``keep_majors`` majors, and their GRUs."""
+        versions = self.versions()
+        majors = [v.decode() for v in self.r.lrange(self.majors_key, 0, -1)]
+        if len(versions) <= self.keep and len(majors) <= self.keep_majors:
             return
         current = self.current_version()
-        kept = set(versions[-self.keep:]) | ({current} if current else set())
-        kept |= {self.meta(v)["gru_version"] for v in kept if self.r.exists(self.key(v, "meta"))}
+        kept = set(versions[-self.keep:]) | set(majors[-self.keep_majors:]) | ({current} if current else set())
+        metas = {v: self.r.get(self.key(v, "meta")) for v in kept}
+        kept |= {json.loads(m)["gru_version"] for m in metas.values() if m is not None}
         for v in versions:
             if v not in kept:
-                self.r.delete(*[self.key(v, p) for p in ("meta", "gru", "items", "emb", "ranker", "explorer")])
+                self._delete(v)
                 self.r.lrem(f"{self.ns}model:versions", 0, v)
+        for v in majors:
+            if v not in kept:
+                self.r.lrem(self.majors_key, 0, v)
+
+    def _delete(self, version: str) -> None:
+        raw = self.r.get(self.key(version, "meta"))
+        chunks = json.loads(raw).get("chunks", {}) if raw is not None else {}
+        keys = [self.key(version, p) for p in _PARTS]
+        keys += [self.key(version, f"{b}:{i}") for b in _BLOBS for i in range(int(chunks.get(b, 0)))]
+        self.r.unlink(*keys)  # freed in Redis' background thread: a large blob does not block other clients
 
     # ------------------------------------------------------------------ read
 
@@ -140,14 +307,32 @@ class ModelRegistry:
     def versions(self) -> list[str]:
         return [v.decode() for v in self.r.lrange(f"{self.ns}model:versions", 0, -1)]
 
+    def majors(self) -> list[str]:
+        """Major versions in the order they were first promoted (those still kept)."""
+        return [v.decode() for v in self.r.lrange(self.majors_key, 0, -1)]
+
     def meta(self, version: str) -> dict:
         raw = self.r.get(self.key(version, "meta"))
         if raw is None:
             raise LookupError(f"model version {version} is not in the registry")
         return json.loads(raw)
 
+    def gru_blob(self, gru_version: str) -> bytes:
+        """The serialised GRU4Rec of a major version (joined from its chunks)."""
+        meta = self.meta(gru_version)
+        return self._read_blob(gru_version, "gru", int(meta.get("chunks", {}).get("gru", 1)))
+
+    def embeddings(self, gru_version: str) -> np.ndarray:
+        """The item embeddings of a major version, (items, hidden) float32."""
+        meta = self.meta(gru_version)
+        raw = self._read_blob(gru_version, "emb", int(meta.get("chunks", {}).get("emb", 1)))
+        return np.frombuffer(raw, dtype=np.float32).reshape(int(meta["n_items"]), -1)
+
+    def _load_gru(self, gru_version: str, device: str | None = "cpu") -> GRU4Rec:
+        return GRU4Rec.load(io.BytesIO(self.gru_blob(gru_version)), device=device)
+
     def ranker_weights(self, version: str) -> tuple[np.ndarray, np.ndarray]:
-        """(W, W~) of a version without loading its GRU: what the DBGD leader needs."""
+        """(W, W~) of a version without loading its GRU: what the DBGD rounds need."""
         ranker, explorer = self.r.mget(self.key(version, "ranker"), self.key(version, "explorer"))
         if ranker is None or explorer is None:
             raise LookupError(f"model version {version} has no ranker weights")
@@ -172,9 +357,6 @@ class ModelRegistry:
         if loaded is not None and loaded.meta.get("gru_version") == meta["gru_version"]:
             gru = loaded.gru
         else:
-            gru_blob = self.r.get(self.key(meta["gru_version"], "gru"))
-            if gru_blob is None:
-                raise LookupError(f"model version {version} is incomplete in the registry")
-            gru = GRU4Rec.load(io.BytesIO(gru_blob), device=device)
+            gru = self._load_gru(meta["gru_version"], device)
         return ModelVersion(version, meta, gru, np.frombuffer(ranker, dtype=np.float32).copy(),
                             np.frombuffer(explorer, dtype=np.float32).copy())

@@ -1,4 +1,4 @@
-"""DRN's major update: GRU4Rec and the ranker retrained on the recent log, promoted only if not worse.
+"""DRN's major update: GRU4Rec and the ranker retrained on a window of the log, published as a candidate.
 
 1. **Data**: the clicks of a window of the ``clicks`` log (and the slates of ``recommendations``),
    as sessions in time order.  The newest ``holdout`` share of sessions (by first click) is held out.
@@ -13,13 +13,15 @@
    next slate was chosen from, which the log does not keep (only the shown slate); a target built
    from the shown items alone is biased towards whatever was shown.  The immediate-click model is
    what the log supports without that bias, and DBGD keeps adjusting W online between retrains.
-4. **Decision**: Recall@20 and MRR@20 of next-click prediction on the held-out sessions, for the
-   current and the new GRU on the same events (clicks on items the current GRU knows, and only the
-   clicks users made on their own when there are at least 20: a click on a slate could only land on
-   what the current version chose to show, which favours the current version); the new
-   version is promoted only if neither metric is worse by more than ``margin``.  It is published
-   either way (kind ``major``, ``summary.promoted`` says what happened), so a rejected model can be
-   inspected.
+4. **Evidence for the decision**: Recall@20 and MRR@20 of next-click prediction on the held-out
+   sessions, for the base's and the new GRU on the same events (clicks on items the base GRU knows,
+   and only the clicks users made on their own when there are at least 20: a click on a slate could
+   only land on what the current version chose to show, which favours the current version).  The
+   candidate is published unpromoted; the controller's promotion gate decides
+   (:mod:`stream.control.gate`), so a rejected model can be inspected.
+
+The log arrives as data (lists of click and slate records): reading it from Kafka is the stream's job
+(:mod:`stream.trainer`), and this module knows nothing of Kafka.
 """
 
 from __future__ import annotations
@@ -43,14 +45,9 @@ from models.gru4rec import GRU4Rec
 from models.itemstats import ItemStats
 from models.ranker import N_ACTION_SCALARS, SIMILARITY, DuelingQNetwork
 from models.recommend import session_context
-from models.registry import ModelRegistry
+from models.registry import InvalidModel, ModelRegistry
 
 log = logging.getLogger(__name__)
-
-
-def requests_key(prefix: str = "") -> str:
-    """The Redis list of retrain requests (admin route, drift detector) that the leader worker takes from."""
-    return f"{prefix}retrain:requests"
 
 
 @dataclass
@@ -58,7 +55,6 @@ class RetrainConfig:
     epochs: int = 1
     learning_rate: float | None = None     # None: the current version's
     holdout: float = 0.1                   # newest share of sessions held out for the decision
-    margin: float = 0.0                    # allowed drop of Recall@20 / MRR@20 (absolute)
     cutoff: int = 20
     min_sessions: int = 10
     ranker_epochs: int = 5
@@ -70,9 +66,10 @@ class RetrainConfig:
 
 
 @dataclass
-class RetrainOutcome:
+class Candidate:
+    """A retrain's result: the published (unpromoted) version, or None and why not."""
+
     version: str | None
-    promoted: bool
     reason: str
     summary: dict = field(default_factory=dict)
 
@@ -248,41 +245,50 @@ def refit_ranker(gru: GRU4Rec, weights: np.ndarray, ex: SlateExamples | None, co
             loss.backward()
             opt.step()
     after = {"val_logloss": float(_ranker_loss(net, emb, ex, val_rows).detach()), "val_auc": _auc(net, emb, ex, val_rows)}
-    keep = after["val_logloss"] > before["val_logloss"]  # refit must not be worse on the newest slates
-    summary = {"ranker": "kept W: the refit was worse on the newest slates" if keep else "refit (click model)",
+    refit = net.get_weights()
+    # the refit must be finite and not worse on the newest slates (written so that a NaN loss keeps W)
+    keep = not (after["val_logloss"] <= before["val_logloss"]) or not np.isfinite(refit).all()
+    summary = {"ranker": "kept W: the refit was worse on the newest slates, or not finite" if keep else
+               "refit (click model)",
                "slates": int(len(ex.ts)), "clicked_slates": int(ex.labels.sum()), "before": before, "after": after}
-    return (weights if keep else net.get_weights()), summary
+    return (weights if keep else refit), summary
 
 
 # ---------------------------------------------------------------------- the whole update
 
 
-def retrain(registry: ModelRegistry, clicks: list[dict], slates: list[dict], config: RetrainConfig | None = None,
-            trigger: str = "manual", window: dict | None = None,
-            progress: Callable[[int, dict], None] | None = None) -> RetrainOutcome:
-    """Warm-start GRU4Rec and refit the ranker on a window of the log; publish; promote if not worse."""
+def train_candidate(registry: ModelRegistry, clicks: list[dict], slates: list[dict],
+                    config: RetrainConfig | None = None, trigger: str = "manual", window: dict | None = None,
+                    progress: Callable[[int, dict], None] | None = None, based_on: str | None = None
+                    ) -> Candidate:
+    """Warm-start GRU4Rec from ``based_on`` (default: the current version) and refit the ranker on a window
+    of the log; publish the result as a new major version, **not promoted**.
+
+    The summary's ``offline`` part scores the base's GRU and the candidate on the same held-out events;
+    whether that is good enough, and the promotion itself, is the controller's decision
+    (:class:`stream.control.gate.PromotionGate`).  A model whose training produced NaN is not published
+    (``version`` None and the reason), and neither is one the registry finds broken."""
     config = config or RetrainConfig()
     started = time.time()
-    current = registry.current_version()
-    if current is None:
-        return RetrainOutcome(None, False, "no current version to warm-start from")
-    meta = registry.meta(current)
+    base = based_on or registry.current_version()
+    if base is None:
+        return Candidate(None, "no current version to warm-start from")
+    meta = registry.meta(base)
     df = clicks_frame(clicks)
     train, test = split_newest(df, config.holdout)
     n_sessions = int(df["SessionId"].nunique()) if len(df) else 0
     if train["SessionId"].nunique() < config.min_sessions or test.empty:
-        return RetrainOutcome(None, False, f"too little data: {n_sessions} sessions in the window "
+        return Candidate(None, f"too little data: {n_sessions} sessions in the window "
                                            f"(at least {config.min_sessions} with 2+ clicks needed)")
-    blob = registry.r.get(registry.key(meta["gru_version"], "gru"))
+    blob = registry.gru_blob(meta["gru_version"])
     old = GRU4Rec.load(io.BytesIO(blob), device="cpu")
     new = GRU4Rec.load(io.BytesIO(blob), device="cpu")  # the copy that learns; the serving one stays untouched
     new.params.n_epochs = config.epochs
     if config.learning_rate is not None:
         new.params.learning_rate = config.learning_rate
     known_before = set(map(str, old.item_ids))
-    train_cols = train[["SessionId", "ItemId", "Time"]]
     t0 = time.perf_counter()
-    new.fit(train_cols, progress=progress, warm_start=True)
+    new.fit(train[["SessionId", "ItemId", "Time"]], progress=progress, warm_start=True)
     train_s = time.perf_counter() - t0
     new_items = [i for i in pd.unique(train["ItemId"]) if i not in known_before]
     common = test[test["ItemId"].isin(known_before)][["SessionId", "ItemId", "Time", "impression_id"]]
@@ -291,7 +297,7 @@ def retrain(registry: ModelRegistry, clicks: list[dict], slates: list[dict], con
     common = common.assign(organic=common["impression_id"].isna()).drop(columns="impression_id")
     target = "organic" if common["organic"].sum() >= 20 else None
     k = config.cutoff
-    summary: dict = {"trigger": trigger, "parent": current, "window": window or {}, "clicks": int(len(df)),
+    summary: dict = {"trigger": trigger, "parent": base, "window": window or {}, "clicks": int(len(df)),
                      "sessions": n_sessions, "train_sessions": int(train["SessionId"].nunique()),
                      "test_sessions": int(test["SessionId"].nunique()), "new_items": len(new_items),
                      "epochs": config.epochs, "train_seconds": round(train_s, 2),
@@ -300,51 +306,20 @@ def retrain(registry: ModelRegistry, clicks: list[dict], slates: list[dict], con
         before = evaluate(old, common, cutoffs=(k,), target_column=target)
         after = evaluate(new, common, cutoffs=(k,), target_column=target)
     except NaNModelError as err:
-        summary.update(promoted=False, reason=str(err), seconds=round(time.time() - started, 2))
-        return RetrainOutcome(None, False, str(err), summary)
+        summary.update(reason=str(err), seconds=round(time.time() - started, 2))
+        return Candidate(None, str(err), summary)
     summary["offline"] = {"current": before, "new": after, "scored": "organic clicks" if target else "all clicks"}
-    w_old, _ = registry.ranker_weights(current)
+    w_old, _ = registry.ranker_weights(base)
     examples = slate_examples(new, df, slates, config)
     w_new, ranker_summary = refit_ranker(new, w_old, examples, config)
     summary["ranker"] = ranker_summary
-    worse = [m for m in (f"recall@{k}", f"mrr@{k}") if after[m] < before[m] - config.margin]
-    promoted = not worse
-    reason = ("not worse than the current version" if promoted else
-              "worse than the current version on " + ", ".join(
-                  f"{m} ({after[m]:.4f} < {before[m]:.4f} - {config.margin})" for m in worse))
     explorer = DuelingBanditGD(w_new, alpha=config.alpha, seed=config.seed).explorer_weights
-    summary.update(promoted=promoted, reason=reason, seconds=round(time.time() - started, 2))
-    version = registry.publish_major(new, w_new, explorer, parent=current, summary=summary)
-    if promoted:
-        registry.promote(version)
-    log.info("retrain (%s) -> %s: %s; recall@%d %.4f -> %.4f, %d new items", trigger, version,
-             "promoted" if promoted else "NOT promoted", k, before[f"recall@{k}"], after[f"recall@{k}"],
-             len(new_items))
-    return RetrainOutcome(version, promoted, reason, summary)
-
-
-def retrain_from_log(registry: ModelRegistry, bootstrap: str, prefix: str = "", since: float | None = None,
-                     config: RetrainConfig | None = None, trigger: str = "manual",
-                     progress: Callable[[int, dict], None] | None = None) -> RetrainOutcome:
-    """Read ``{prefix}clicks`` and ``{prefix}recommendations`` from ``since`` back from Kafka, retrain, and
-    announce the outcome on ``{prefix}model-updates`` (``{version, kind: major, parent, ts, summary}``)."""
-    import json
-
-    from confluent_kafka import Producer
-
-    from models.clicklog import read_window
-
-    until = time.time()
-    clicks = read_window(bootstrap, f"{prefix}clicks", since)
-    slates = read_window(bootstrap, f"{prefix}recommendations", since)
-    window = {"since": since, "until": until, "clicks_offsets": {str(p): list(o) for p, o in clicks.offsets.items()},
-              "skipped_records": clicks.skipped}
-    outcome = retrain(registry, clicks.records, slates.records, config, trigger, window, progress)
-    if outcome.version is not None:
-        producer = Producer({"bootstrap.servers": bootstrap})
-        producer.produce(f"{prefix}model-updates", json.dumps({
-            "version": outcome.version, "kind": "major", "parent": outcome.summary.get("parent"), "ts": time.time(),
-            "summary": outcome.summary}).encode())
-        if producer.flush(10):
-            log.warning("could not announce %s on %smodel-updates", outcome.version, prefix)
-    return outcome
+    summary["seconds"] = round(time.time() - started, 2)
+    try:
+        version = registry.publish_major(new, w_new, explorer, parent=base, summary=summary)
+    except InvalidModel as err:
+        summary["reason"] = f"not published: {err}"
+        return Candidate(None, summary["reason"], summary)
+    log.info("retrain (%s) on %s -> candidate %s; recall@%d %.4f -> %.4f, %d new items", trigger, base, version, k,
+             before[f"recall@{k}"], after[f"recall@{k}"], len(new_items))
+    return Candidate(version, "published, not promoted", summary)

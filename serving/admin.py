@@ -15,8 +15,10 @@ import redis
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from models.retrain import requests_key
+from models.registry import RegistryError
+
 from serving.schemas import RetrainRequested, RollbackDone, RollbackRequest
+from stream.keys import retrain_requests
 from stream.records import ModelUpdate
 from stream.topics import MODEL_UPDATES
 
@@ -40,17 +42,18 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(requir
 
 @router.post("/rollback", response_model=RollbackDone)
 def rollback(request: Request, body: RollbackRequest | None = None) -> RollbackDone:
-    """Point ``model:current`` back at an earlier version (default: the current one's parent) and announce it."""
+    """Point ``model:current`` back at an earlier version (default: the previous major one) and announce it."""
     state = request.app.state
     registry = state.recommender.registry
     previous = registry.current_version()
     try:
         current = registry.rollback(body.to if body else None)
-    except LookupError as err:
+    except (LookupError, RegistryError) as err:
         raise HTTPException(409, str(err)) from None
     except redis.RedisError as err:
         raise HTTPException(503, f"Redis is unreachable, nothing was rolled back: {err}") from None
-    update = ModelUpdate(version=current, kind="rollback", parent=previous, summary={"by": "admin"})
+    update = ModelUpdate(version=current, kind="rollback", parent=previous, action="rolled_back",
+                         reason="requested on POST /admin/rollback", summary={"by": "admin"})
     state.publisher.send(state.settings.topic(MODEL_UPDATES), None, update.model_dump_json().encode())
     state.recommender.refresh()
     return RollbackDone(previous=previous, current=current)
@@ -62,7 +65,7 @@ def retrain(request: Request) -> RetrainRequested:
     state = request.app.state
     request_id = uuid.uuid4().hex
     try:
-        queued = state.recommender.slow.rpush(requests_key(state.settings.topic_prefix),
+        queued = state.recommender.slow.rpush(retrain_requests(state.settings.topic_prefix),
                                               json.dumps({"request_id": request_id, "ts": time.time(), "by": "admin"}))
     except redis.RedisError as err:
         raise HTTPException(503, f"Redis is unreachable, the request could not be queued: {err}") from None

@@ -4,6 +4,8 @@
     python -m stream topics                     create the wire topics and exit
     python -m stream monitor [--duration S]     live terminal view of the metrics topic
     python -m stream report [--since 10m] --out DIR   plots and a markdown summary of a run
+    python -m stream retrain                    ask the controller for a major retrain now
+    python -m stream retrain-job '<job JSON>'   (the controller's) one retrain job, in its own process
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="plots and a summary of a run, read back from Kafka")
     rep.add_argument("--since", default=None, help="unix time, or an age like 30m / 2h / 90s (default: all)")
     rep.add_argument("--out", type=Path, required=True)
+    sub.add_parser("retrain", help="queue a request for a major retrain (the controller decides and promotes)")
+    job = sub.add_parser("retrain-job", help="run one retrain job the controller launched (its own process)")
+    job.add_argument("job", help="the job as JSON: id, trigger, since, until, based_on")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -60,6 +65,21 @@ def main(argv: list[str] | None = None) -> int:
 
         run(settings, args.duration, args.from_beginning)
         return 0
+    if args.command == "retrain":
+        import redis
+
+        from stream.control.store import RedisControlStore
+
+        queued = RedisControlStore(redis.Redis.from_url(settings.redis), settings.topic_prefix).push_request(
+            {"by": "cli"})
+        print(f"retrain requested ({queued} waiting); the leader's controller takes it on its next tick")
+        return 0
+    if args.command == "retrain-job":
+        from stream.trainer import run_job
+
+        outcome = run_job(settings, json.loads(args.job))
+        print(json.dumps(outcome, default=str))
+        return 0 if outcome.get("version") else 1
     if args.command == "report":
         from stream.report import report
 

@@ -7,10 +7,10 @@ running) and answers every valid click with one slate on ``recommendations``, ra
 is still answered, with recently popular items.  A batch's slates, dead letters and DBGD feedback go
 out together, and its clicks count as done once all of them are on the broker.
 
-``decide_dbgd`` consumes the single-partition ``dbgd-feedback`` topic, so one worker decides for
-all (:class:`stream.leader.DbgdLeader`) and announces new versions on ``model-updates``.  The same
-outcomes feed the CTR drift detector (:class:`stream.drift.CtrDriftDetector`); a drop requests a
-major retrain, which the leader's ``retrain_when_due`` timer runs (:class:`stream.retrainer.Retrainer`).
+``control`` consumes the single-partition ``dbgd-feedback`` topic, so one worker (the leader) feeds
+every interleaving outcome, and every worker's timer tick, to the model-lifecycle controller
+(:class:`stream.control.controller.Controller`), which makes every model decision; the agent publishes
+them on ``model-updates``.  Retrains run in their own process (:mod:`stream.trainer`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import redis
 from confluent_kafka import Message
@@ -29,14 +30,13 @@ from confluent_kafka import Message
 from models.registry import ModelRegistry
 from stream.app import app, settings
 from stream.intake import ClickIntake, Outgoing
-from models.interleave import CURRENT, EXPLORER
-from stream.drift import CtrDriftDetector
-from stream.leader import DbgdLeader
+from stream.control.controller import Controller
+from stream.control.store import RedisControlStore
 from stream.metrics import OnlineMetrics
 from stream.prometheus import WorkerPrometheus
 from stream.online import OnlineRecommender
 from stream.records import Click, InvalidRecord, dead_letter, decode_click
-from stream.retrainer import Retrainer, request_retrain
+from stream.trainer import ProcessTrainer
 from models.sessions import SessionStore
 from stream.topics import CLICKS, DBGD_FEEDBACK, DEAD_LETTERS, METRICS, MODEL_UPDATES, RECOMMENDATIONS
 
@@ -143,10 +143,11 @@ async def publish_metrics() -> None:
                   model_kind=model.version.meta.get("kind") if model is not None else None,
                   model_age_s=time.time() - model.version.meta["created"] if model is not None else None)
     try:
-        raw_state = redis_client.mget(f"{settings.topic_prefix}dbgd", f"{settings.topic_prefix}drift")
-        report["dbgd"], report["drift"] = (json.loads(x) if x else {} for x in raw_state)
+        control_state = RedisControlStore(redis_client, settings.topic_prefix).load()
+        for part in ("dbgd", "drift", "guardrail", "retrain"):
+            report[part] = control_state.get(part) or {}
     except redis.RedisError as err:
-        log.warning("metrics without DBGD/drift state, Redis unreachable: %s", err)
+        log.warning("metrics without the controller's state, Redis unreachable: %s", err)
     prometheus.window(report)
     await metrics_topic.send(value=json.dumps(report).encode())
 
@@ -157,46 +158,30 @@ async def serve_prometheus() -> None:
         prometheus.serve(settings.metrics_port, settings.metrics_host)
 
 
-drift = CtrDriftDetector(settings.drift_delta, settings.drift_min_impressions, settings.drift_retrain_after)
-retrainer = Retrainer(settings, registry)
+controller = Controller(settings, ModelRegistry(redis_client, namespace=settings.topic_prefix,
+                                               keep=settings.registry_keep, keep_majors=settings.registry_keep_majors),
+                        RedisControlStore(redis_client, settings.topic_prefix),
+                        ProcessTrainer(settings, Path(settings.data_dir) / "retrain-logs"))
 
 
 @app.agent(feedback_topic)
-async def decide_dbgd(stream) -> None:
-    """The DBGD decision-maker and the drift detector: one partition, so one worker sees every outcome.
+async def control(stream) -> None:
+    """The controller's adapter: ``dbgd-feedback`` has one partition, so exactly one worker (its owner, the leader)
+    feeds the controller every outcome and tick, and publishes its decisions on ``model-updates``.
 
-    Every worker batch sends one message, hundreds a second in all, so they are taken in batches too: the
-    registry is read and the DBGD/drift state written to Redis once per batch, not per message."""
-    leader = DbgdLeader(settings, registry)
+    Messages come in batches (every worker batch sends one, hundreds a second in all); the controller runs in a
+    thread so a registry load or a model check never holds the event loop."""
     async for messages in stream.take(settings.batch_size, within=0.05):
         try:
-            for message in messages:
-                impressions = int(message.get("impressions", 0))
-                clicked = int(message.get(CURRENT, 0)) + int(message.get(EXPLORER, 0))
-                if drift.update(impressions, clicked, time.time()):
-                    before, after = drift.last_change
-                    log.warning("CTR drift: ADWIN found a drop (CTR %.4f before, %.4f in the newest %d impressions)%s",
-                                before, after, drift.state()["window"],
-                                f"; a major retrain after {settings.drift_retrain_after} more impressions"
-                                if settings.drift_retrain else "")
-                due, cut_ts = drift.retrain_due()
-                if due and settings.drift_retrain:
-                    log.warning("requesting a major retrain on the traffic since the CTR drop")
-                    request_retrain(redis_client, settings.topic_prefix, "drift", ctr=drift.ctr, since=cut_ts)
-            updates = leader.observe_many(messages) if settings.explore else []  # no explorer: nothing to decide
-            redis_client.mset({f"{settings.topic_prefix}dbgd": json.dumps(leader.state()),
-                               f"{settings.topic_prefix}drift": json.dumps(drift.state())})
-        except Exception:  # noqa: BLE001
-            log.exception("DBGD decision failed")
+            updates = await asyncio.to_thread(controller.handle, [m for m in messages if isinstance(m, dict)])
+        except Exception:  # noqa: BLE001 - Redis down, say: the next batch tries again
+            log.exception("the controller could not handle a batch of %d messages", len(messages))
             continue
         for update in updates:
             await model_updates_topic.send(value=update.model_dump_json().encode())
 
 
-@app.timer(interval=settings.retrain_check_s, on_leader=True)
-async def retrain_when_due() -> None:
-    """Leader only: run a requested, scheduled or click-count major retrain (in a thread)."""
-    try:
-        await retrainer.check()
-    except redis.RedisError as err:
-        log.warning("retrain check skipped, Redis unreachable: %s", err)
+@app.timer(interval=settings.retrain_check_s)
+async def tick_controller() -> None:
+    """Every worker ticks the controller through the same partition, so whoever leads gets ticks."""
+    await feedback_topic.send(value={"tick": time.time(), "worker": WORKER_ID})

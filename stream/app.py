@@ -1,7 +1,8 @@
 """Creates the Faust app and nothing else (faust-streaming's multi-module layout).
 
-Topics, tables and agents live in their own modules and register themselves on this app when
-imported; ``stream.__main__`` imports them before starting a worker.
+Agents, timers and services live in ``stream.agents`` and register themselves on this app when
+imported; ``stream.__main__`` imports them before starting a worker.  The app keeps no tables: session
+state lives in Redis (``models.sessions``), the controller's state in Redis too (``stream.control.store``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ app = faust.App(
     settings.app_id,
     broker=[f"kafka://{host}" for host in settings.kafka.split(",")],
     datadir=str(settings.data_dir),
-    store="memory://",  # tables are rebuilt from their changelog topics on start
+    store="memory://",  # no tables (see the module doc)
     processing_guarantee="at_least_once",
     consumer_auto_offset_reset=settings.auto_offset_reset,
     topic_replication_factor=1,

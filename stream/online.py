@@ -36,7 +36,7 @@ from models.recommend import POPULAR_VERSION, CandidateParams, LoadedModel, Mode
 from models.registry import ModelRegistry
 from models.sessions import SessionState, SessionStore
 from stream.records import Click, Recommendation, new_impression_id
-from stream.retrainer import clicks_key
+from stream.keys import clicks_count as clicks_key
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -80,11 +80,18 @@ class DeadLetter(BaseModel):
 
 
 class ModelUpdate(BaseModel):
-    """``model-updates``: a model version was promoted (major retrain, minor DBGD step, or rollback)."""
+    """``model-updates``: a model decision and its reason.
+
+    ``kind`` is what the version is (a ``major`` retrain, a ``minor`` DBGD step) or ``rollback``;
+    ``action`` what happened to it: ``promoted`` (now current), ``rejected`` (not promoted: the gate, a
+    broken model, or a stale base), ``rolled_back`` (``version`` is current again, replacing ``parent``),
+    ``kept`` (the guardrail found no CTR drop).  ``parent`` is the version the decision was based on."""
 
     version: str
     kind: Literal["major", "minor", "rollback"]
     parent: str | None = None
+    action: Literal["promoted", "rejected", "rolled_back", "kept"] = "promoted"
+    reason: str = ""
     ts: float = Field(default_factory=time.time)
     summary: dict = Field(default_factory=dict)
 

@@ -24,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from models.clicklog import read_window  # noqa: E402
+from stream.clicklog import read_window  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.topics import METRICS, MODEL_UPDATES  # noqa: E402
 
@@ -88,7 +88,7 @@ def write_report(metrics: list[dict], updates: list[dict], out: Path) -> dict:
         for u in updates:
             if u.get("ts") and t0 <= u["ts"] <= windows[-1]["ts"] + 1:
                 bold = u.get("kind") in ("major", "rollback")
-                rejected = (u.get("summary") or {}).get("promoted") is False  # a retrain the gate turned down
+                rejected = u.get("action") == "rejected"  # a candidate the controller did not promote
                 ax.axvline(u["ts"] - t0, color="tab:red" if bold else "tab:gray", lw=1.5 if bold else 0.5,
                            alpha=0.8 if bold else 0.4, ls=":" if rejected else "-")
 
@@ -154,9 +154,13 @@ def write_report(metrics: list[dict], updates: list[dict], out: Path) -> dict:
                "model_versions_seen": len({v for w in windows for v in w["versions"]}),
                "first_version": windows[0]["versions"][0] if windows[0]["versions"] else None,
                "last_version": windows[-1]["versions"][-1] if windows[-1]["versions"] else None,
-               "model_updates": {k: sum(1 for u in updates if u.get("kind") == k) for k in ("minor", "major", "rollback")},
+               "model_updates": {k: sum(1 for u in updates if u.get("kind") == k and u.get("action", "promoted") in
+                                        ("promoted", "rolled_back")) for k in ("minor", "major", "rollback")},
                "major_promoted": sum(1 for u in updates if u.get("kind") == "major"
-                                     and (u.get("summary") or {}).get("promoted") is not False),
+                                     and u.get("action", "promoted") == "promoted"),
+               "major_rejected": sum(1 for u in updates if u.get("kind") == "major" and u.get("action") == "rejected"),
+               "rollbacks": [f"{u.get('parent')} -> {u.get('version')}: {u.get('reason', '')}" for u in updates
+                             if u.get("kind") == "rollback"],
                "accepted_dbgd_updates": max(w["accepted"] for w in windows)}
     if truth:
         n = sum(r.get("slates", 0) for r in truth) or 1

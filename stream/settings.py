@@ -88,7 +88,7 @@ class Settings(BaseSettings):
                           "current ranking only, and W stays as it is until a major retrain")
     seed: int = Field(0, description="seed for interleaving coins and DBGD draws")
 
-    # --- major retrains (DRN's major update) and the drift trigger; run by the leader worker
+    # --- major retrains (DRN's major update) and the drift trigger; decided by the controller (the leader)
     retrain_every_s: float = Field(0.0, ge=0, description="retrain on this schedule (0: off)")
     retrain_every_clicks: int = Field(0, ge=0, description="or after this many clicks (0: off)")
     retrain_window_s: float = Field(3600.0, gt=0, description="the retrain reads this much of the log back")
@@ -96,12 +96,35 @@ class Settings(BaseSettings):
     retrain_learning_rate: float | None = Field(None, gt=0, description="warm-start rate (default: the model's)")
     retrain_margin: float = Field(0.0, ge=0, description="promote unless Recall@20 or MRR@20 drop more than this "
                                   "(above 0, retrains on a schedule let quality ratchet down: bench/online_study)")
-    retrain_check_s: float = Field(5.0, gt=0, description="how often the leader looks for a due or requested retrain")
+    retrain_check_s: float = Field(5.0, gt=0, description="how often every worker ticks the controller, which then "
+                                   "looks at a running retrain or starts a due one")
+    retrain_timeout_s: float = Field(3600.0, gt=0, description="a retrain job with no outcome after this long is "
+                                     "given up")
+    retrain_nice: int = Field(10, ge=0, le=19, description="niceness of the retrain process, so the click path on "
+                              "the same cores comes first")
+    retrain_torch_threads: int = Field(1, ge=1, description="torch threads of the retrain process")
     drift_retrain: bool = Field(True, description="a CTR drop found by ADWIN requests a retrain")
     drift_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN's confidence parameter")
     drift_min_impressions: int = Field(1000, ge=0, description="no drift is declared before this many impressions")
     drift_retrain_after: int = Field(2000, ge=0, description="a drift retrain waits for this many impressions after "
                                      "the change and learns from them alone")
+
+    # --- the rollback guardrail: after a major promotion, a sequential test of its online CTR
+    guardrail: bool = Field(True, description="watch each promoted major version and roll back on a CTR drop")
+    guardrail_alpha: float = Field(0.01, gt=0, lt=1, description="false-alarm rate: rolling back a version as good "
+                                   "as the one before")
+    guardrail_beta: float = Field(0.05, gt=0, lt=1, description="chance of missing a drop of guardrail_drop")
+    guardrail_drop: float = Field(0.2, gt=0, lt=1, description="the relative CTR drop the test is sized to find")
+    guardrail_min_baseline: int = Field(2000, ge=1, description="impressions of the previous version needed for a "
+                                        "baseline; with fewer the new version is not watched")
+    guardrail_baseline_impressions: int = Field(20_000, ge=1, description="the baseline is the previous version's "
+                                                "CTR over about this many recent impressions")
+    guardrail_max_impressions: int = Field(50_000, ge=1, description="no verdict after this many: the version is kept")
+
+    # --- the model registry (Redis)
+    registry_keep: int = Field(10, ge=1, description="newest versions kept (besides current and the kept majors)")
+    registry_keep_majors: int = Field(4, ge=2, description="promoted major versions kept: the current one's and "
+                                      "at least 3 before it, for rollback")
 
     # --- the serving endpoint (python -m serving)
     serving_host: str = Field("127.0.0.1", description="interface the HTTP server binds")

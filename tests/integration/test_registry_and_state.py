@@ -41,10 +41,10 @@ def test_publish_load_minor_references_parent_and_rollback_is_exact(registry):
     w, w_exp = registry.ranker_weights(v1)
     v2 = registry.publish_minor(v1, w * 1.5, w_exp * 1.5, {"accepted": True})
     assert registry.current_version() == v1
-    assert registry.promote(v2) == v1
+    assert registry.promote(v2, based_on=v1) == v1
     loaded = registry.load()
     assert loaded.version == v2 and loaded.meta["gru_version"] == v1 and loaded.meta["parent"] == v1
-    assert not registry.r.exists(registry.key(v2, "gru"))  # minor versions reference, not copy
+    assert not registry.r.exists(registry.key(v2, "gru:0"))  # minor versions reference, not copy
     np.testing.assert_array_equal(loaded.ranker, w * 1.5)
     items = torch.tensor([[1, 2, 3]])
     torch.testing.assert_close(loaded.gru.forward_sequence(items)[1], gru.forward_sequence(items)[1])
@@ -52,13 +52,13 @@ def test_publish_load_minor_references_parent_and_rollback_is_exact(registry):
     again = registry.load(v2, loaded=first)  # what a worker does on a minor step: the GRU it holds, not a reload
     assert again.gru is first.gru and registry.load(v2).gru is not first.gru
     np.testing.assert_array_equal(again.ranker, w * 1.5)
-    assert registry.rollback() == v1
+    assert registry.rollback(to=v1) == v1
     back = registry.load()
     assert back.version == v1
     np.testing.assert_array_equal(back.ranker, w)
     np.testing.assert_array_equal(back.explorer, w_exp)
-    with pytest.raises(Exception, match="no such version"):
-        registry.promote("v999")
+    with pytest.raises(LookupError, match="not in the registry"):
+        registry.promote("v999", based_on=v1)
 
 
 def test_a_service_model_cache_freezes_the_collector_once_after_its_first_model(registry):
@@ -72,7 +72,7 @@ def test_a_service_model_cache_freezes_the_collector_once_after_its_first_model(
         frozen = gc.get_freeze_count()
         assert frozen > 0
         w, w_exp = registry.ranker_weights(v1)
-        registry.promote(registry.publish_minor(v1, w, w_exp, {}))
+        registry.promote(registry.publish_minor(v1, w, w_exp, {}), based_on=v1)
         cache.refresh(force=True)  # later versions are not frozen: they may be dropped again
         assert cache.model.name != v1 and gc.get_freeze_count() <= frozen  # frozen objects freed since: fewer
     finally:
@@ -99,9 +99,11 @@ def test_promotion_is_atomic_under_concurrent_readers(services, prefix):
     threads = [threading.Thread(target=reader) for _ in range(3)]
     for t in threads:
         t.start()
+    current = v1
     for _ in range(30):
         for v in versions:
-            registry.promote(v)
+            registry.promote(v, based_on=current, check=False)
+            current = v
     stop.set()
     for t in threads:
         t.join()
@@ -113,14 +115,15 @@ def test_promotion_is_atomic_under_concurrent_readers(services, prefix):
 def test_old_versions_are_pruned_but_referenced_grus_kept(registry):
     v1 = publish_first_version(registry, _gru(1))
     w, _ = registry.ranker_weights(v1)
-    last = v1
+    last, published = v1, []
     for i in range(6):
-        last = registry.publish_minor(last, w, w, {})
-        registry.promote(last)
+        published.append(registry.publish_minor(last, w, w, {}))
+        registry.promote(published[-1], based_on=last)
+        last = published[-1]
     kept = registry.versions()
     assert len(kept) == 5 and last in kept  # the newest 4, plus v1 whose GRU they all use
-    assert registry.r.exists(registry.key(v1, "gru"))
-    pruned = [v for v in (f"v{i}" for i in range(2, 8)) if v not in kept]
+    assert registry.r.exists(registry.key(v1, "gru:0"))
+    pruned = [v for v in published if v not in kept]
     assert pruned and all(not registry.r.exists(registry.key(v, "meta")) for v in pruned)
     assert registry.load().version == last
 

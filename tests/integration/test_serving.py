@@ -17,7 +17,7 @@ from models.__main__ import publish_first_version
 from models.data import load_dataset
 from models.itemstats import ItemStats, write_snapshot
 from models.registry import ModelRegistry
-from models.retrain import requests_key
+from stream.keys import retrain_requests
 from models.sessions import SessionState, SessionStore
 from serving.app import create_app
 from stream.online import OnlineRecommender
@@ -38,7 +38,7 @@ def _publish_without_exploration(registry: ModelRegistry, gru) -> str:
     version = publish_first_version(registry, gru, promote=False)
     w, _ = registry.ranker_weights(version)
     same = registry.publish_major(gru, w, w, summary={"source": "test"})
-    registry.promote(same)
+    registry.promote(same, based_on=registry.current_version())
     return same
 
 
@@ -155,8 +155,10 @@ def test_admin_routes_need_the_token(services, prefix, tiny_gru):
     registry = ModelRegistry(client, namespace=prefix)
     v1 = publish_first_version(registry, tiny_gru)
     w, e = registry.ranker_weights(v1)
-    v2 = registry.publish_minor(v1, w * 2, e * 2)
-    registry.promote(v2)
+    major = registry.publish_major(tiny_gru, w * 0.5, e * 0.5)
+    registry.promote(major, based_on=v1)
+    v2 = registry.publish_minor(major, w * 2, e * 2)
+    registry.promote(v2, based_on=major)
     with TestClient(create_app(_settings(services, prefix))) as http:
         disabled = http.post("/admin/rollback")
         assert disabled.status_code == 403 and "disabled" in disabled.json()["detail"]
@@ -167,16 +169,17 @@ def test_admin_routes_need_the_token(services, prefix, tiny_gru):
         assert http.post("/admin/retrain", headers={"Authorization": "Bearer nope"}).status_code == 403
         auth = {"Authorization": "Bearer s3cret"}
         done = http.post("/admin/rollback", headers=auth)
-        assert done.status_code == 200 and done.json() == {"previous": v2, "current": v1}
+        assert done.status_code == 200 and done.json() == {"previous": v2, "current": v1}  # the previous major
         assert registry.current_version() == v1
         assert http.app.state.recommender.model_name == v1
         assert http.post("/admin/rollback", headers=auth, json={"to": "v404"}).status_code == 409
         queued = http.post("/admin/retrain", headers=auth)
         assert queued.status_code == 202 and queued.json()["queued"] == 1
-        assert json.loads(client.lindex(requests_key(prefix), 0))["request_id"] == queued.json()["request_id"]
+        assert json.loads(client.lindex(retrain_requests(prefix), 0))["request_id"] == queued.json()["request_id"]
     got = consume(services.kafka, [f"{prefix}model-updates"], timeout=30,
                   until=lambda r: len(r[f"{prefix}model-updates"]) >= 1)
-    assert got[f"{prefix}model-updates"][0][1]["kind"] == "rollback"
+    update = got[f"{prefix}model-updates"][0][1]
+    assert update["kind"] == "rollback" and update["action"] == "rolled_back" and update["reason"]
 
 
 def test_no_5xx_anywhere_in_the_openapi_schema(services, topics, tiny_gru):

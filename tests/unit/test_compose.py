@@ -23,6 +23,7 @@ def test_compose_file_is_valid_and_runs_each_component_as_a_module():
     services = json.loads(out)["services"]
     assert services["kafka"]["image"].startswith("apache/kafka:3.9")
     assert services["redis"]["image"].startswith("redis:7")
+    assert "--appendonly" in services["redis"]["command"] and "yes" in services["redis"]["command"]  # the registry is durable
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     for component in ("worker", "serving", "simulator"):
         command = services[component]["command"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from stream.drift import CtrDriftDetector
 from stream.metrics import OnlineMetrics
 from stream.report import write_report
 
@@ -55,13 +54,6 @@ def test_latency_percentiles_and_coverage():
     assert w["clicks_per_s"] == 0.0
 
 
-def test_drift_detector_fires_on_a_drop_and_not_on_a_steady_ctr():
-    steady, dropping = CtrDriftDetector(min_impressions=500), CtrDriftDetector(min_impressions=500)
-    assert not any([steady.update(100, 5) for _ in range(200)])
-    assert not any([dropping.update(100, 5) for _ in range(50)])
-    assert any([dropping.update(100, 1) for _ in range(50)]) and dropping.drops >= 1
-
-
 def test_report_writes_plots_and_a_summary(tmp_path):
     metrics = [{"source": "stream", "worker": "w", "ts": 1000.0 + n, "window_s": 1.0, "impressions": 10,
                 "slate_clicks": n % 3, "clicks_per_s": 10.0, "latency_p50_ms": 3.0, "latency_p99_ms": 9.0,
@@ -80,38 +72,3 @@ def test_report_writes_plots_and_a_summary(tmp_path):
     assert "| impressions | 100 |" in (tmp_path / "summary.md").read_text()
     with pytest.raises(ValueError, match="no stream windows"):
         write_report([], [], tmp_path / "empty")
-
-
-def test_drift_detector_says_when_the_change_happened_and_holds_the_retrain_for_traffic_after_it():
-    d = CtrDriftDetector(min_impressions=500, retrain_after=1000)
-    for n in range(60):                  # 6,000 impressions at 10%, one batch per second from t=0
-        d.update(100, 10, ts=float(n))
-    for n in range(60, 120):             # from t=60 the CTR falls to 1%
-        d.update(100, 1, ts=float(n))
-        if d.drops:
-            break
-    assert d.drops == 1 and d.cut_ts is not None and 55.0 <= d.cut_ts <= 62.0, d.state()
-    assert d.retrain_due() == (False, None) and d.state()["retrain_pending"]
-    t = n + 1
-    while True:                          # due once 1,000 impressions have followed the cut
-        due, since = d.retrain_due()
-        if due:
-            break
-        d.update(100, 1, ts=float(t))
-        t += 1
-    assert since == d.cut_ts and d.seen - 100 * int(d.cut_ts) >= 1000
-    assert d.retrain_due() == (False, None)  # taken once
-    assert len(d._batches) <= d.adwin.width // 100 + 2  # old batches are forgotten
-
-
-def test_retrain_windows_do_not_reach_back_before_the_last_drift():
-    from types import SimpleNamespace
-
-    from stream.retrainer import Retrainer
-    from stream.settings import Settings
-
-    r = Retrainer(Settings(retrain_window_s=200.0), SimpleNamespace(r=None))
-    assert r.window_start(1000.0) == 800.0
-    r.floor = 900.0                                   # a drift retrain learned from t=900 on
-    assert r.window_start(1000.0) == 900.0 and r.window_start(1500.0) == 1300.0
-    assert r.window_start(1000.0, since=950.0) == 950.0

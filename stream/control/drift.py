@@ -8,8 +8,8 @@ whose newer part has the lower mean is a CTR drop, the signal to retrain early. 
 The detector also says *when* the change happened (``cut_ts``), so a retrain can learn from the
 traffic after the change alone.  ADWIN's own cut is coarse (it drops whole old buckets and keeps
 shrinking its window as evidence comes in), so the time is the most likely single change point in
-the window ADWIN held when it cut: the batch split whose two Bernoulli segments fit best.  It and it can hold the retrain back until
-``retrain_after`` impressions have arrived since the cut (:meth:`retrain_due`): right after a drop the
+the window ADWIN held when it cut: the batch split whose two Bernoulli segments fit best.  The detector
+can hold the retrain back until ``retrain_after`` impressions have arrived since the cut (:meth:`retrain_due`): right after a drop the
 new regime has too few clicks to learn from, and a window that is mostly the old regime teaches the
 old preferences again.
 
@@ -118,6 +118,46 @@ class CtrDriftDetector:
         return True, cut_ts
 
     def state(self) -> dict:
+        """What the metrics show: ADWIN's estimate and window, detections, the pending retrain."""
         return {"ctr": self.ctr, "window": int(self.adwin.width), "impressions": self.seen, "drops": self.drops,
                 "rises": self.rises, "last_change": self.last_change, "cut_ts": self.cut_ts,
                 "retrain_pending": self._pending is not None}
+
+    def to_dict(self, max_batches: int = 256) -> dict:
+        """Everything needed to resume elsewhere, as JSON: the counters and the outcomes ADWIN holds, in at most
+        ``max_batches`` buckets (neighbouring batches merged), from which :meth:`from_dict` refills ADWIN."""
+        batches = list(self._batches)
+        while len(batches) > max_batches:
+            merged = [batches[i] if i + 1 == len(batches) else
+                      (batches[i][0], batches[i][1], batches[i][2] + batches[i + 1][2], batches[i][3] + batches[i + 1][3])
+                      for i in range(0, len(batches), 2)]
+            batches = merged
+        return {"delta": self.adwin.delta, "min_impressions": self.min_impressions,
+                "retrain_after": self.retrain_after, "seen": self.seen, "cut_ts": self.cut_ts,
+                "pending": list(self._pending) if self._pending is not None else None,
+                "batches": [list(b) for b in batches], "drops": self.drops, "rises": self.rises,
+                "last_change": list(self.last_change) if self.last_change is not None else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CtrDriftDetector":
+        """A detector resumed from :meth:`to_dict`: ADWIN refilled with the outcomes it held (not an exact copy of
+        its buckets, but the same outcomes in the same order, so the same evidence), its detections ignored.
+
+        >>> import random
+        >>> rng = random.Random(1)
+        >>> a = CtrDriftDetector(min_impressions=100)
+        >>> for t in range(30):
+        ...     _ = a.update(100, sum(rng.random() < 0.1 for _ in range(100)), float(t))
+        >>> b = CtrDriftDetector.from_dict(a.to_dict())
+        >>> b.seen == a.seen, abs(b.ctr - a.ctr) < 0.01
+        (True, True)
+        """
+        det = cls(d["delta"], d["min_impressions"], d["retrain_after"])
+        for ts, _before, impressions, clicks in d["batches"]:
+            for n in range(int(impressions)):
+                det.adwin.update(1.0 if (n * clicks) // impressions != ((n + 1) * clicks) // impressions else 0.0)
+            det._batches.append((ts, _before, impressions, clicks))
+        det.seen, det.cut_ts, det.drops, det.rises = d["seen"], d["cut_ts"], d["drops"], d["rises"]
+        det._pending = tuple(d["pending"]) if d["pending"] is not None else None
+        det.last_change = tuple(d["last_change"]) if d["last_change"] is not None else None
+        return det

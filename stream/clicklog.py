@@ -1,6 +1,6 @@
 """Reading a time window of a JSON topic back from Kafka: the training data of a major retrain.
 
-The click log in Kafka is the system's source of truth, so a retrain reads it rather than a copy:
+The click log in Kafka is the system's source of truth, so a retrain job reads it rather than a copy:
 for every partition, from the first offset at or after ``since`` (``offsets_for_times``) to the end
 offset seen when the read began (so a busy topic does not keep the read going forever).  Records
 that are not JSON objects are counted and skipped: the stream has already dead-lettered them.
@@ -28,8 +28,9 @@ class Window:
 
 
 def read_window(bootstrap: str, topic: str, since: float | None = None, timeout_s: float = 120.0,
-                progress: Callable[[int, int], None] | None = None) -> Window:
-    """All records of ``topic`` appended at or after ``since`` (unix seconds; None: from the beginning)."""
+                progress: Callable[[int, int], None] | None = None, until: float | None = None) -> Window:
+    """All records of ``topic`` appended at or after ``since`` (unix seconds; None: from the beginning) and,
+    given ``until``, with a timestamp no later than that (later ones are left out, not counted as skipped)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"streamrec-retrain-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     window = Window()
@@ -64,6 +65,10 @@ def read_window(bootstrap: str, topic: str, since: float | None = None, timeout_
                 end = window.offsets[p][1]
                 if off >= end:
                     remaining.discard(p)
+                    continue
+                if until is not None and msg.timestamp()[1] > until * 1000:
+                    if off >= end - 1:
+                        remaining.discard(p)
                     continue
                 try:
                     value = json.loads(msg.value())

@@ -1,0 +1,92 @@
+"""Major retrains in their own process: the job the controller launches, and the launcher.
+
+:class:`ProcessTrainer` starts ``python -m stream retrain-job '<job JSON>'`` beside the worker (at a
+lower priority, ``STREAMREC_RETRAIN_NICE``), so training never shares a process, or the GIL, with the
+click path.  The job (:func:`run_job`) reads its window of ``clicks`` and ``recommendations`` back from
+Kafka (:mod:`stream.clicklog`: the log is the source of truth), hands the records to
+:func:`models.retrain.train_candidate` (which knows nothing of Kafka), and leaves the outcome in Redis
+(:meth:`stream.control.store.RedisControlStore.put_job_result`), where whichever worker leads by then
+finds it on its next tick and decides.  The job outlives a worker killed meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from models.registry import ModelRegistry
+from models.retrain import RetrainConfig, train_candidate
+from stream.clicklog import read_window
+from stream.control.store import RedisControlStore
+from stream.settings import Settings
+from stream.topics import CLICKS, RECOMMENDATIONS
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ProcessTrainer:
+    """Launches each job as a separate, niced Python process; remembers the ones it started."""
+
+    def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
+        self.s = settings
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, job: dict) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        out = subprocess.DEVNULL
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"retrain-{job['id']}.log", "wb")  # noqa: SIM115 - the child keeps it
+        nice = self.s.retrain_nice
+        self.procs[job["id"]] = subprocess.Popen(
+            [sys.executable, "-m", "stream", "retrain-job", json.dumps(job)], env=env, stdout=out, stderr=out,
+            stdin=subprocess.DEVNULL, cwd=str(ROOT), start_new_session=True,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None)  # noqa: PLW1509 - only os.nice
+        log.info("retrain job %s started as process %d", job["id"], self.procs[job["id"]].pid)
+
+    def alive(self, job_id: str) -> bool | None:
+        proc = self.procs.get(job_id)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            return True
+        self.procs.pop(job_id, None)
+        return False
+
+
+def run_job(settings: Settings, job: dict) -> dict:
+    """Read the job's window from Kafka, train a candidate, and leave the outcome in Redis."""
+    import torch
+
+    torch.set_num_threads(settings.retrain_torch_threads)
+    client = redis.Redis.from_url(settings.redis)
+    store = RedisControlStore(client, settings.topic_prefix)
+    registry = ModelRegistry(client, namespace=settings.topic_prefix, keep=settings.registry_keep,
+                             keep_majors=settings.registry_keep_majors)
+    try:
+        started = time.time()
+        clicks = read_window(settings.kafka, settings.topic(CLICKS), job["since"], until=job.get("until"))
+        slates = read_window(settings.kafka, settings.topic(RECOMMENDATIONS), job["since"], until=job.get("until"))
+        window = {"since": job["since"], "until": job.get("until"), "read_seconds": round(time.time() - started, 2),
+                  "clicks_offsets": {str(p): list(o) for p, o in clicks.offsets.items()},
+                  "skipped_records": clicks.skipped}
+        config = RetrainConfig(epochs=settings.retrain_epochs, learning_rate=settings.retrain_learning_rate,
+                               alpha=settings.dbgd_alpha, seed=settings.seed, half_life_s=settings.popular_half_life_s,
+                               fresh_window_s=settings.fresh_window_s)
+        candidate = train_candidate(registry, clicks.records, slates.records, config, job["trigger"], window,
+                                    based_on=job.get("based_on"))
+        outcome = {"version": candidate.version, "reason": candidate.reason, "summary": candidate.summary}
+    except Exception as err:  # noqa: BLE001 - the controller must hear about a failure, not wait for a timeout
+        log.exception("retrain job %s failed", job["id"])
+        outcome = {"version": None, "reason": f"the retrain failed: {err!r}", "summary": {}}
+    store.put_job_result(job["id"], outcome)
+    return outcome

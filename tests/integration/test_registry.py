@@ -1,0 +1,140 @@
+"""The registry's guarantees against a real Redis: ids never reused, compare-and-set, nothing broken promoted,
+chunked blobs, rollback to earlier major versions."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+import torch
+
+from models.__main__ import publish_first_version
+from models.gru4rec import GRU4Rec, GRU4RecParams
+from models.recommend import ModelCache
+from models.registry import InvalidModel, ModelRegistry, StaleBase, version_number
+
+pytestmark = pytest.mark.integration
+
+
+def _gru(seed: int, items: int = 40) -> GRU4Rec:
+    rows = [(s, str((s + t) % items), float(t)) for s in range(200) for t in range(5)]
+    data = pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
+    return GRU4Rec(GRU4RecParams(layers=[16], n_epochs=1, n_sample=16, batch_size=16, seed=seed), device="cpu").fit(data)
+
+
+@pytest.fixture
+def registry(services, prefix) -> ModelRegistry:
+    return ModelRegistry(redis.Redis.from_url(services.redis), namespace=prefix, keep=4)
+
+
+def test_version_ids_grow_with_time_and_are_not_reused_when_the_counter_is_lost(registry):
+    v1 = publish_first_version(registry, _gru(1))
+    w, e = registry.ranker_weights(v1)
+    v2 = registry.publish_minor(v1, w, e)
+    registry.r.delete(f"{registry.ns}model:seq")  # what a Redis that lost its last writes would have
+    v3 = registry.publish_minor(v1, w, e)
+    assert version_number(v1) < version_number(v2) < version_number(v3)
+    assert version_number(v1) > 1_600_000_000_000  # milliseconds of Redis' clock, so they sort by time
+
+
+def test_a_promotion_based_on_a_version_no_longer_current_is_refused(registry):
+    v1 = publish_first_version(registry, _gru(1))
+    w, e = registry.ranker_weights(v1)
+    step, major = registry.publish_minor(v1, w * 1.1, e), registry.publish_major(_gru(2), w, e, parent=v1)
+    registry.promote(major, based_on=v1)
+    with pytest.raises(StaleBase) as err:
+        registry.promote(step, based_on=v1)  # a DBGD step decided on v1 must not overwrite the major version
+    assert err.value.current == major and registry.current_version() == major
+
+
+def test_of_two_promotions_racing_on_the_same_base_exactly_one_wins(registry):
+    v1 = publish_first_version(registry, _gru(1))
+    w, e = registry.ranker_weights(v1)
+    candidates = [registry.publish_minor(v1, w + i, e + i) for i in range(1, 9)]
+    won, lost, barrier = [], [], threading.Barrier(len(candidates))
+
+    def promote(v: str) -> None:
+        barrier.wait()
+        try:
+            registry.promote(v, based_on=v1, check=False)
+            won.append(v)
+        except StaleBase:
+            lost.append(v)
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in candidates]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(lost) == len(candidates) - 1 and registry.current_version() == won[0]
+
+
+def test_non_finite_or_misfitting_weights_are_not_published(registry):
+    gru = _gru(1)
+    v1 = publish_first_version(registry, gru)
+    w, e = registry.ranker_weights(v1)
+    before = registry.versions()
+    bad = w.copy()
+    bad[3] = np.nan
+    with pytest.raises(InvalidModel, match="not finite"):
+        registry.publish_minor(v1, bad, e)
+    with pytest.raises(InvalidModel, match="values"):
+        registry.publish_major(gru, w[:-1], e[:-1])
+    broken = GRU4Rec.load(io.BytesIO(registry.gru_blob(v1)))
+    with torch.no_grad():
+        broken.model.Wy.weight[0, 0] = float("inf")
+    with pytest.raises(InvalidModel, match="Wy"):
+        registry.publish_major(broken, w, e)
+    assert registry.versions() == before and registry.current_version() == v1
+
+
+def test_a_version_whose_gru_blob_does_not_load_is_not_promoted_and_serving_keeps_the_running_model(registry):
+    v1 = publish_first_version(registry, _gru(1))
+    w, e = registry.ranker_weights(v1)
+    cache = ModelCache(registry)
+    assert cache.refresh(force=True).name == v1
+    v2 = registry.publish_major(_gru(2), w, e, parent=v1)
+    registry.r.set(registry.key(v2, "gru:0"), b"not a torch file")  # corrupted after publishing
+    with pytest.raises(InvalidModel, match="does not load"):
+        registry.promote(v2, based_on=v1)
+    assert registry.current_version() == v1 and cache.refresh(force=True).name == v1
+    # even if something swapped the pointer without the check, a reader keeps the model it has
+    registry.promote(v2, based_on=v1, check=False)
+    assert cache.refresh(force=True).name == v1 and cache._failed[0] == v2
+
+
+def test_large_blobs_are_stored_in_chunks_no_larger_than_the_limit_and_load_back_equal(services, prefix):
+    registry = ModelRegistry(redis.Redis.from_url(services.redis), namespace=prefix, chunk_bytes=4096)
+    gru = _gru(1, items=300)
+    v1 = publish_first_version(registry, gru)
+    chunks = registry.meta(v1)["chunks"]
+    assert chunks["gru"] > 3 and chunks["emb"] > 3
+    blobs = [k for k in registry.r.scan_iter(f"{prefix}model:{v1}:*") if k.decode().split(":")[-2] in
+             ("gru", "emb", "items")]  # the rest (meta, W, W~) have a size set by the hidden units, not the catalog
+    assert len(blobs) == sum(chunks.values()) and max(registry.r.strlen(k) for k in blobs) <= 4096
+    loaded = registry.load(v1)
+    items = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(loaded.gru.forward_sequence(items)[1], gru.forward_sequence(items)[1])
+    np.testing.assert_array_equal(registry.embeddings(v1), gru.item_embeddings()[0])
+
+
+def test_rollback_reaches_the_previous_three_major_versions_after_many_dbgd_steps(registry):
+    majors = [publish_first_version(registry, _gru(1))]
+    w, e = registry.ranker_weights(majors[0])
+    current = majors[0]
+    for m in range(1, 5):
+        for _ in range(6):  # more DBGD steps than the registry keeps versions
+            step = registry.publish_minor(current, w, e)
+            registry.promote(step, based_on=current)
+            current = step
+        majors.append(registry.publish_major(_gru(m + 1), w, e, parent=current))
+        registry.promote(majors[-1], based_on=current)
+        current = majors[-1]
+    assert registry.majors()[-4:] == majors[-4:]
+    for expected in reversed(majors[-4:-1]):  # the previous major each time, three times
+        assert registry.rollback() == expected
+    assert registry.current_version() == majors[-4]
