@@ -39,7 +39,7 @@ def read_window(bootstrap: str, topic: str, since: float | None = None, timeout_
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise LookupError(f"topic {topic} does not exist")
         parts = sorted(meta.topics[topic].partitions)
-        starts = [TopicPartition(topic, p, int(since * 1000)) for p in parts] if since else None
+        starts = [TopicPartition(topic, p, int(since * 1000)) for p in parts] if since and since > 0 else None
         if starts:
             starts = consumer.offsets_for_times(starts, timeout=10)
         assign, total = [], 0

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     retrain_window_s: float = Field(3600.0, gt=0, description="the retrain reads this much of the log back")
     retrain_epochs: int = Field(1, ge=1)
     retrain_learning_rate: float | None = Field(None, gt=0, description="warm-start rate (default: the model's)")
+    retrain_holdout: float = Field(0.1, gt=0, lt=1, description="newest share of the window's sessions held out for "
+                                   "the offline comparison")
     retrain_margin: float = Field(0.0, ge=0, description="promote unless Recall@20 or MRR@20 drop more than this "
                                   "(above 0, retrains on a schedule let quality ratchet down: bench/online_study)")
     retrain_check_s: float = Field(5.0, gt=0, description="how often every worker ticks the controller, which then "

@@ -41,7 +41,8 @@ class ProcessTrainer:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, job: dict) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ, **settings_env(self.s),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         out = subprocess.DEVNULL
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,18 @@ class ProcessTrainer:
         return False
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``STREAMREC_*`` variables, so the job process sees exactly the worker's settings."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"STREAMREC_{name.upper()}"] = str(value)
+    return env
+
+
 def run_job(settings: Settings, job: dict) -> dict:
     """Read the job's window from Kafka, train a candidate, and leave the outcome in Redis."""
     import torch
@@ -80,7 +93,7 @@ def run_job(settings: Settings, job: dict) -> dict:
                   "clicks_offsets": {str(p): list(o) for p, o in clicks.offsets.items()},
                   "skipped_records": clicks.skipped}
         config = RetrainConfig(epochs=settings.retrain_epochs, learning_rate=settings.retrain_learning_rate,
-                               alpha=settings.dbgd_alpha, seed=settings.seed, half_life_s=settings.popular_half_life_s,
+                               holdout=settings.retrain_holdout, alpha=settings.dbgd_alpha, seed=settings.seed, half_life_s=settings.popular_half_life_s,
                                fresh_window_s=settings.fresh_window_s)
         candidate = train_candidate(registry, clicks.records, slates.records, config, job["trigger"], window,
                                     based_on=job.get("based_on"))

@@ -70,6 +70,7 @@ class Controller:
         self.job: dict | None = None
         self.tally: dict[str, list[int]] = {}   # major lineage -> [impressions, clicks] of its recent outcomes
         self.last_retrain: dict | None = None
+        self.lineage_now: str | None = None     # the major version the current one is built on, as last seen
 
     # ------------------------------------------------------------------ entry points
 
@@ -99,6 +100,7 @@ class Controller:
         if current is None:
             return []
         now, updates = self.clock(), []
+        self._follow(current)
         for m in messages:
             impressions = int(m.get("impressions", 0))
             clicks = int(m.get(CURRENT, 0)) + int(m.get(EXPLORER, 0))
@@ -118,6 +120,19 @@ class Controller:
                     updates.append(self._promote_step(step, now))
                     current = self.registry.current_version() or current
         return updates
+
+    def _follow(self, current: str) -> None:
+        """Notice a major version that became current without this controller (an operator's ``publish``): the
+        guardrail watches it too.  A rollback's target (an older major) is not watched: it is the known-good one."""
+        lineage = self._lineage(current)
+        if lineage is None or lineage == self.lineage_now:
+            return
+        before, self.lineage_now = self.lineage_now, lineage
+        watched = self.guard.watching["version"] if self.guard.watching else None
+        majors = self.registry.majors()
+        if before is not None and lineage != watched and majors and majors[-1] == lineage:
+            log.info("major %s became current outside the controller; the guardrail watches it", lineage)
+            self._watch(lineage, before)
 
     def _watch_drift(self, impressions: int, clicks: int, now: float) -> None:
         if self.drift.update(impressions, clicks, now):
@@ -169,6 +184,7 @@ class Controller:
             log.error("guardrail could not roll %s back to %s: %s", current, verdict.previous, err)
             return []
         self.rounds.moved_on(target, now)
+        self.lineage_now = self._lineage(target)
         log.warning("guardrail rolled %s back to %s: %s", current, target, verdict.reason)
         return [ModelUpdate(version=target, kind="rollback", parent=current, action="rolled_back",
                             reason=f"guardrail: {verdict.reason}", summary=summary)]
@@ -243,6 +259,7 @@ class Controller:
         self.last_retrain["outcome"] = "promoted"
         self.rounds.moved_on(version, now)
         self._watch(version, based_on)
+        self.lineage_now = version
         log.info("promoted major %s (%s)%s", version, verdict.reason, note)
         return [ModelUpdate(version=version, kind="major", parent=based_on, action="promoted",
                             reason=verdict.reason + note, summary=summary)]
@@ -305,7 +322,8 @@ class Controller:
         self.seq += 1
         self.store.save({"owner": self.me, "seq": self.seq, **self.state(),
                          "rounds": self.rounds.to_dict(), "detector": self.drift.to_dict(),
-                         "policy": self.policy.to_dict(), "job": self.job, "tally": self.tally})
+                         "policy": self.policy.to_dict(), "job": self.job, "tally": self.tally,
+                         "lineage_now": self.lineage_now})
 
     def _resume(self) -> None:
         """Take over what another instance (an earlier leader) left, unless this one wrote last."""
@@ -323,5 +341,6 @@ class Controller:
         self.job = state.get("job")
         self.tally = {k: list(v) for k, v in (state.get("tally") or {}).items()}
         self.last_retrain = (state.get("retrain") or {}).get("last")
+        self.lineage_now = state.get("lineage_now")
         log.info("controller resumed from the stored state (DBGD round %s, job %s)", self.rounds.rounds,
                  self.job["id"] if self.job else None)

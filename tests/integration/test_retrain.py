@@ -1,4 +1,7 @@
-"""Major retrains from the Kafka log against real Kafka and Redis: new items, the promotion gate, the drift trigger."""
+"""Major retrains from the Kafka log against real Kafka and Redis: new items, the promotion gate, the drift trigger.
+
+Each retrain goes the production way: the controller starts a job process (``python -m stream retrain-job``)
+that reads the log from Kafka and publishes a candidate; the controller's gate decides on a later tick."""
 
 from __future__ import annotations
 
@@ -14,7 +17,12 @@ from models.__main__ import publish_first_version
 from models.data import load_dataset
 from models.recommend import ModelCache
 from models.registry import ModelRegistry
-from models.retrain import RetrainConfig, retrain_from_log
+from stream.control.controller import Controller
+from stream.control.store import RedisControlStore
+from stream.keys import control_state
+from stream.records import ModelUpdate
+from stream.settings import Settings
+from stream.trainer import ProcessTrainer
 from tests.kafka_helpers import ServiceProcess, consume, produce
 
 pytestmark = pytest.mark.integration
@@ -37,7 +45,25 @@ def _real_sessions(shared_data, n: int, t0: float, split: str = "test") -> list[
     return rows
 
 
-def test_retrain_gives_new_items_embeddings_and_makes_them_recommendable(services, topics, tiny_gru, shared_data):
+def _retrain_now(services, topics, tmp_path, timeout: float = 240.0, **settings) -> tuple[Controller, ModelUpdate]:
+    """A controller asked for a retrain: its job process runs; the decision it announces."""
+    s = Settings(kafka=services.kafka, redis=services.redis, topic_prefix=topics, **settings)
+    client = redis.Redis.from_url(services.redis)
+    store = RedisControlStore(client, topics)
+    controller = Controller(s, ModelRegistry(client, namespace=topics), store, ProcessTrainer(s, tmp_path / "jobs"))
+    store.push_request({"by": "test"})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        updates = controller.tick()
+        if updates:
+            return controller, updates[0]
+        assert controller.job is not None, f"the job ended without a decision: {controller.last_retrain}"
+        time.sleep(0.5)
+    pytest.fail(f"no decision within {timeout} s; job log: {list((tmp_path / 'jobs').glob('*'))}")
+
+
+def test_retrain_gives_new_items_embeddings_and_makes_them_recommendable(services, topics, tiny_gru, shared_data,
+                                                                          tmp_path):
     client = redis.Redis.from_url(services.redis)
     registry = ModelRegistry(client, namespace=topics)
     v1 = publish_first_version(registry, tiny_gru)
@@ -49,11 +75,11 @@ def test_retrain_gives_new_items_embeddings_and_makes_them_recommendable(service
     rows = older + launched + newest
     produce(services.kafka, f"{topics}clicks", _clicks(rows))
 
-    config = RetrainConfig(epochs=2, learning_rate=0.02, holdout=400 / 3600, margin=0.01)
-    outcome = retrain_from_log(registry, services.kafka, topics, None, config)
+    _, outcome = _retrain_now(services, topics, tmp_path, retrain_epochs=2, retrain_learning_rate=0.02,
+                              retrain_holdout=400 / 3600, retrain_margin=0.01, retrain_window_s=1e10)
 
-    assert outcome.promoted, outcome.reason
-    assert registry.current_version() == outcome.version != v1
+    assert outcome.action == "promoted" and outcome.kind == "major", outcome.reason
+    assert registry.current_version() == outcome.version != v1 and outcome.parent == v1
     summary = outcome.summary
     assert summary["new_items"] == 2 and summary["parent"] == v1 and summary["clicks"] == len(rows)
     assert set(summary["offline"]["new"]) >= {"recall@20", "mrr@20"}
@@ -66,12 +92,9 @@ def test_retrain_gives_new_items_embeddings_and_makes_them_recommendable(service
     top, _ = loaded.catalog.top(hidden[-1], 40)  # the GRU recall path of the stream and serving (top-40)
     ranked = [loaded.item_ids[i] for i in top[0].tolist()]
     assert "new-1" in ranked, ranked
-    update = consume(services.kafka, [f"{topics}model-updates"], timeout=30,
-                     until=lambda r: len(r[f"{topics}model-updates"]) >= 1)[f"{topics}model-updates"][0][1]
-    assert update["version"] == outcome.version and update["kind"] == "major" and update["summary"]["promoted"]
 
 
-def test_a_worse_model_is_not_promoted(services, topics, tiny_gru, shared_data):
+def test_a_worse_model_is_not_promoted(services, topics, tiny_gru, shared_data, tmp_path):
     client = redis.Redis.from_url(services.redis)
     registry = ModelRegistry(client, namespace=topics)
     v1 = publish_first_version(registry, tiny_gru)
@@ -81,15 +104,13 @@ def test_a_worse_model_is_not_promoted(services, topics, tiny_gru, shared_data):
     produce(services.kafka, f"{topics}clicks", _clicks(noise + _real_sessions(shared_data, 300, 90_000.0)))
 
     # shuffled clicks at a large learning rate: the warm-started model unlearns the real transitions
-    outcome = retrain_from_log(registry, services.kafka, topics, None,
-                               RetrainConfig(epochs=3, learning_rate=0.5, holdout=300 / 1800, margin=0.01))
+    _, outcome = _retrain_now(services, topics, tmp_path, retrain_epochs=3, retrain_learning_rate=0.5,
+                              retrain_holdout=300 / 1800, retrain_margin=0.01, retrain_window_s=1e10)
 
-    assert not outcome.promoted and "worse than the current version" in outcome.reason
+    assert outcome.action == "rejected" and "worse than the current version" in outcome.reason
     assert registry.current_version() == v1
     assert outcome.version in registry.versions()  # published for inspection, not promoted
-    meta = registry.meta(outcome.version)
-    assert meta["summary"]["promoted"] is False
-    offline = meta["summary"]["offline"]
+    offline = registry.meta(outcome.version)["summary"]["offline"]
     assert offline["new"]["recall@20"] < offline["current"]["recall@20"] - 0.01
 
 
@@ -98,6 +119,7 @@ def test_a_ctr_drop_found_by_adwin_starts_a_retrain_in_the_worker(services, topi
     registry = ModelRegistry(redis.Redis.from_url(services.redis), namespace=topics)
     v1 = publish_first_version(registry, tiny_gru)
     env = dict(stream_env, STREAMREC_RETRAIN_CHECK_S="1", STREAMREC_DRIFT_MIN_IMPRESSIONS="300",
+               STREAMREC_DATA_DIR=str(tmp_path / "worker-data"),
                STREAMREC_DRIFT_RETRAIN_AFTER="2000", STREAMREC_DBGD_WINDOW="1000000000",
                STREAMREC_RETRAIN_MARGIN="1.0", STREAMREC_RETRAIN_WINDOW_S="1000000")
     worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
@@ -112,10 +134,13 @@ def test_a_ctr_drop_found_by_adwin_starts_a_retrain_in_the_worker(services, topi
         produce(services.kafka, f"{topics}dbgd-feedback", outcome(0.10, 20))  # 1,000 impressions at 10%
         produce(services.kafka, f"{topics}dbgd-feedback", outcome(0.0, 30))   # then no clicks at all
         deadline = time.monotonic() + 120
-        while json.loads(client.get(f"{topics}drift") or "{}").get("drops", 0) < 1:
+        def drift() -> dict:
+            return json.loads(client.get(control_state(topics)) or "{}").get("drift") or {}
+
+        while drift().get("drops", 0) < 1:
             assert time.monotonic() < deadline and worker.alive(), worker.log()[-3000:]
             time.sleep(0.2)
-        assert json.loads(client.get(f"{topics}drift"))["retrain_pending"]  # waiting for traffic after the change
+        assert drift()["retrain_pending"]  # waiting for traffic after the change
         # the traffic after the change, which the retrain must learn from (and nothing from before it)
         log_rows = _real_sessions(shared_data, 600, 1000.0, split="train") + _real_sessions(shared_data, 60, 9e4)
         produce(services.kafka, f"{topics}clicks", _clicks(log_rows))
@@ -132,4 +157,6 @@ def test_a_ctr_drop_found_by_adwin_starts_a_retrain_in_the_worker(services, topi
     update = updates[0]
     # learned from the traffic after the change alone: the old regime's clicks are not in its window
     assert update["kind"] == "major" and update["parent"] == v1 and update["summary"]["clicks"] == len(log_rows)
-    assert registry.current_version() == update["version"]  # margin 1.0: any retrained model is promoted
+    assert update["action"] == "promoted" and registry.current_version() == update["version"]  # margin 1.0
+    jobs = list((tmp_path / "worker-data" / "retrain-logs").glob("retrain-*.log"))
+    assert len(jobs) == 1  # the retrain ran in its own process, which left its log beside the worker's data
