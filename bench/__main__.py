@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "stream-throughput-2-workers": ["bench.stream_throughput", "--workers", "2"],
     "serving-latency": ["bench.serving_latency"],
     "retrain-time": ["bench.retrain_time"],
+    "retrain-latency": ["bench.retrain_latency"],
     "promotion-pause": ["bench.promotion_pause"],
     "warm-start": ["bench.warm_start"],
     "online-study": ["bench.online_study"],
@@ -44,7 +45,8 @@ QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-pa
                                          "--broker-warmup-seconds", "20"],
          "serving-latency": ["--seconds", "5", "--rate", "200", "--clicks", "3000"],
          "retrain-time": ["--epochs", "1"], "promotion-pause": [], "warm-start": [],
-         "online-study": ["--duration", "120", "--variants", "full", "frozen", "popular"]}
+         "retrain-latency": ["--prefill", "20000", "--epochs", "1", "--before-s", "5", "--after-s", "3"],
+         "online-study": ["--duration", "120", "--seeds", "2", "--variants", "full", "frozen", "popular"]}
 
 
 def machine() -> dict:

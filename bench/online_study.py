@@ -36,7 +36,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -265,13 +265,128 @@ def to_markdown(results: dict[str, dict], cfg: StudyConfig, command: str) -> str
     return "\n".join(lines) + "\n"
 
 
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def interval(values: list[float]) -> dict:
+    """Mean and the 95% t-interval of the mean (Student's t quantile for n - 1 degrees of freedom).
+
+    >>> interval([1.0, 2.0, 3.0])["half_width"]
+    2.484
+    """
+    xs = [v for v in values if v is not None and np.isfinite(v)]
+    n = len(xs)
+    mean = float(np.mean(xs)) if xs else float("nan")
+    half = T975.get(n - 1, 1.96) * float(np.std(xs, ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
+    return {"mean": round(mean, 5), "half_width": round(half, 5), "low": round(mean - half, 5),
+            "high": round(mean + half, 5), "n": n, "values": [round(v, 5) for v in xs]}
+
+
+SEED_METRICS = ("ctr_pre_drift", "ctr_post_drift_settled", "ctr_overall", "regret_post_drift_settled")
+DIFFERENCES = (("full", "frozen"), ("full", "dbgd-off"), ("full", "retrains-off"))
+
+
+def across_seeds(per_seed: list[dict[str, dict]]) -> dict:
+    """Each variant's figures over the seeds, and the paired differences full - frozen, full - DBGD-off, ..."""
+    variants = list(per_seed[0])
+    table = {v: {m: interval([s[v][m] for s in per_seed]) for m in SEED_METRICS} for v in variants}
+    for v in variants:
+        recovered = [s[v]["events_to_90pct_of_pre_drift_ctr"] for s in per_seed]
+        table[v]["events_to_90pct_of_pre_drift_ctr"] = interval([r for r in recovered if r is not None])
+        table[v]["events_to_90pct_of_pre_drift_ctr"]["recovered_in"] = sum(r is not None for r in recovered)
+    diffs = {f"{a} - {b}": {m: interval([s[a][m] - s[b][m] for s in per_seed])
+                            for m in ("ctr_post_drift_settled", "ctr_overall")}
+             for a, b in DIFFERENCES if a in variants and b in variants}
+    return {"variants": table, "differences": diffs}
+
+
+def seeds_markdown(agg: dict, cfg: StudyConfig, seeds: list[int], command: str) -> str:
+    def cell(x: dict) -> str:
+        return f"{x['mean']:.4f} ± {x['half_width']:.4f}" if x["n"] > 1 else (f"{x['mean']:.4f}" if x["n"] else "-")
+
+    lines = [f"Online-learning study over {len(seeds)} seeds ({seeds}; `{command}`): {cfg.items} items, {cfg.users} "
+             f"users, {cfg.rate:.0f} clicks per simulated second for {cfg.duration:.0f} s, drift at "
+             f"{cfg.drift_time:.0f} s; CTR = clicks per slate of {cfg.system.slate_size}; mean ± half-width of the 95% "
+             "t-interval over seeds; 'settled' = the second half after the drift.", "",
+             "| variant | CTR before drift | CTR after drift, settled | overall CTR | regret after, settled | "
+             "events to 90% of pre-drift CTR (seeds that got there) |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, t in agg["variants"].items():
+        rec = t["events_to_90pct_of_pre_drift_ctr"]
+        lines.append(f"| {name} | {cell(t['ctr_pre_drift'])} | {cell(t['ctr_post_drift_settled'])} | "
+                     f"{cell(t['ctr_overall'])} | {cell(t['regret_post_drift_settled'])} | "
+                     f"{cell(rec) if rec['n'] else '-'} ({rec['recovered_in']} of {len(seeds)}) |")
+    lines += ["", "| paired difference | CTR after drift, settled | overall CTR | 95% interval above 0 |",
+              "| --- | --- | --- | --- |"]
+    for name, d in agg["differences"].items():
+        above = d["ctr_post_drift_settled"]["low"] > 0
+        lines.append(f"| {name} | {cell(d['ctr_post_drift_settled'])} | {cell(d['ctr_overall'])} | "
+                     f"{'yes' if above else 'no'} (settled) |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_seeds(per_seed_windows: list[dict[str, list[dict]]], cfg: StudyConfig, path: Path) -> None:
+    """Windowed CTR of every variant: the mean over seeds, with the seeds' 95% interval shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for name in per_seed_windows[0]:
+        runs = [[w["ctr"] for w in s[name]] for s in per_seed_windows]
+        n = min(len(r) for r in runs)
+        arr = np.array([r[:n] for r in runs])
+        x = [w["end_s"] for w in per_seed_windows[0][name][:n]]
+        mean = arr.mean(0)
+        half = T975.get(len(runs) - 1, 1.96) * arr.std(0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else 0 * mean
+        line, = ax.plot(x, mean, label=name, linewidth=2.4 if name == "full" else 1.3)
+        ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15)
+    ax.axvline(cfg.drift_time, color="red", linewidth=1)
+    ax.set(xlabel="simulated seconds", ylabel=f"CTR per slate ({cfg.window_s:.0f} s windows)",
+           title=f"online-learning study, mean of {len(per_seed_windows)} seeds with 95% intervals; drift at "
+                 f"{cfg.drift_time:.0f} s (red)")
+    ax.grid(alpha=0.3)
+    ax.legend(ncol=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_seed(cfg: StudyConfig, variants: list[str], client: redis.Redis, run_id: str, bar) -> dict[str, dict]:
+    """Every variant on one seed's world; their windows and summaries."""
+    model_path = first_model(cfg)
+    results: dict[str, dict] = {}
+    total = int(cfg.duration * cfg.rate)
+    for name in variants:
+        task = bar.add_task(f"seed {cfg.seed} {name:>12}", total=total, rate="")
+        policy = make_policy(name, cfg, client, model_path, f"{run_id}-{cfg.seed}")
+        started = time.perf_counter()
+
+        def advance(n: int, task=task, started=started) -> None:
+            done = bar.tasks[task].completed + n
+            bar.update(task, advance=n, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f} clicks/s")
+
+        try:
+            windows = simulate(cfg, policy, advance)
+        finally:
+            policy.close()
+        seconds = time.perf_counter() - started
+        results[name] = {"windows": windows, "summary": summarise(name, windows, cfg, policy.events, seconds)}
+        s = results[name]["summary"]
+        log.info("seed %d %s: CTR %.4f before the drift, %.4f after (settled), %s events to 90%%; %.0f s", cfg.seed,
+                 name, s["ctr_pre_drift"], s["ctr_post_drift_settled"], s["events_to_90pct_of_pre_drift_ctr"], seconds)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=StudyConfig.duration, help="simulated seconds")
     p.add_argument("--rate", type=float, default=100.0, help="clicks per simulated second")
     p.add_argument("--items", type=int, default=2000)
     p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the first seed")
+    p.add_argument("--seeds", type=int, default=5, help="run every variant on this many seeds (seed, seed + 1, ...) "
+                   "and report means with 95%% intervals")
     p.add_argument("--organic-sessions", type=int, default=StudyConfig.organic_sessions,
                    help="sessions in the organic log the first model learns from")
     p.add_argument("--drift-at", type=float, default=None, help="simulated seconds (default: half way)")
@@ -293,55 +408,42 @@ def main(argv: list[str] | None = None) -> int:
     cfg = StudyConfig(items=args.items, users=args.users, rate=args.rate, duration=args.duration, seed=args.seed,
                       organic_sessions=args.organic_sessions, drift_at=args.drift_at, system=system)
     command = " ".join(["python -m bench.online_study", *(argv if argv is not None else sys.argv[1:])])
-    model_path = first_model(cfg)
     state = Path(tempfile.mkdtemp(prefix="bench-study-"))
     rds = local.start_redis(state)
     client = redis.Redis.from_url(rds.address)
     run_id = str(int(time.time()))
-    results: dict[str, dict] = {}
-    total = int(cfg.duration * cfg.rate)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    per_seed: list[dict[str, dict]] = []
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=Console(stderr=True)) as bar:
-            for name in args.variants:
-                task = bar.add_task(f"{name:>12}", total=total, rate="")
-                policy = make_policy(name, cfg, client, model_path, run_id)
-                started = time.perf_counter()
-
-                def advance(n: int, task=task, started=started) -> None:
-                    done = bar.tasks[task].completed + n
-                    bar.update(task, advance=n, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f} clicks/s")
-
-                try:
-                    windows = simulate(cfg, policy, advance)
-                finally:
-                    policy.close()
-                seconds = time.perf_counter() - started
-                results[name] = {"windows": windows,
-                                 "summary": summarise(name, windows, cfg, policy.events, seconds)}
-                s = results[name]["summary"]
-                log.info("%s: CTR %.4f before the drift, %.4f after (settled), %s events to 90%%; %.0f s", name,
-                         s["ctr_pre_drift"], s["ctr_post_drift_settled"], s["events_to_90pct_of_pre_drift_ctr"],
-                         seconds)
+            for seed in seeds:
+                per_seed.append(run_seed(replace(cfg, seed=seed), args.variants, client, run_id, bar))
     finally:
         local.stop_pid(rds.pid)
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(results, cfg, args.out / "online_study.png")
-    (args.out / "online_study.md").write_text(to_markdown(results, cfg, command))
+    results = per_seed[0]
+    plot(results, replace(cfg, seed=seeds[0]), args.out / "online_study.png")
+    plot_seeds([{n: r["windows"] for n, r in s.items()} for s in per_seed], cfg, args.out / "online_study_seeds.png")
+    agg = across_seeds([{n: r["summary"] for n, r in s.items()} for s in per_seed])
+    table = seeds_markdown(agg, cfg, seeds, command) + "\n" + to_markdown(results, replace(cfg, seed=seeds[0]),
+                                                                          command + f" (seed {seeds[0]} alone)")
+    (args.out / "online_study.md").write_text(table)
     summaries = {name: r["summary"] for name, r in results.items()}
-    full, frozen = summaries.get("full"), summaries.get("frozen")
+    diffs = agg["differences"]
     aims = {}
-    if full and frozen:
-        best = max(s["ctr_post_drift_settled"] for s in summaries.values())
-        aims = {"full_over_frozen_after_drift": full["ctr_post_drift_settled"] / frozen["ctr_post_drift_settled"],
-                "full_is_best_after_drift": full["ctr_post_drift_settled"] >= best}
-    print(json.dumps({"benchmark": "online_study", "command": command, "config": asdict(cfg), "aims": aims,
-                      "variants": summaries,
+    if "full - frozen" in diffs:
+        aims["full_minus_frozen_settled_interval_above_0"] = diffs["full - frozen"]["ctr_post_drift_settled"]["low"] > 0
+    if "full - dbgd-off" in diffs:
+        aims["full_minus_dbgd_off_settled_interval_above_0"] = \
+            diffs["full - dbgd-off"]["ctr_post_drift_settled"]["low"] > 0
+    print(json.dumps({"benchmark": "online_study", "command": command, "config": asdict(cfg), "seeds": seeds,
+                      "aims": aims, "across_seeds": agg, "variants": summaries,
                       "windows": {name: [[w["end_s"], round(w["ctr"], 4), round(w["expected_ctr"], 4),
                                           round(w["oracle_ctr"], 4)] for w in r["windows"]]
-                                  for name, r in results.items()}, "plot": str(args.out / "online_study.png"),
+                                  for name, r in results.items()}, "plot": str(args.out / "online_study_seeds.png"),
                       "table": str(args.out / "online_study.md")}, indent=2, default=str))
-    sys.stderr.write((args.out / "online_study.md").read_text())
+    sys.stderr.write(table)
     return 0
 
 
