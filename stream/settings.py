@@ -104,6 +104,8 @@ class Settings(BaseSettings):
                                      "given up")
     retrain_nice: int = Field(10, ge=0, le=19, description="niceness of the retrain process, so the click path on "
                               "the same cores comes first")
+    retrain_sched_idle: bool = Field(True, description="run the retrain process under Linux's SCHED_IDLE policy: "
+                                     "it gets a core only when the click path does not want it")
     retrain_torch_threads: int = Field(1, ge=1, description="torch threads of the retrain process")
     drift_retrain: bool = Field(True, description="a CTR drop found by ADWIN requests a retrain")
     drift_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN's confidence parameter")
