@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "serving-latency": ["bench.serving_latency"],
     "retrain-time": ["bench.retrain_time"],
     "retrain-latency": ["bench.retrain_latency"],
+    "registry-publish": ["bench.registry_publish"],
     "promotion-pause": ["bench.promotion_pause"],
     "warm-start": ["bench.warm_start"],
     "online-study": ["bench.online_study"],
@@ -45,6 +46,7 @@ QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-pa
                                          "--broker-warmup-seconds", "20"],
          "serving-latency": ["--seconds", "5", "--rate", "200", "--clicks", "3000"],
          "retrain-time": ["--epochs", "1"], "promotion-pause": [], "warm-start": [],
+         "registry-publish": ["--items", "50000"],
          "retrain-latency": ["--prefill", "20000", "--epochs", "1", "--before-s", "5", "--after-s", "3"],
          "online-study": ["--duration", "120", "--seeds", "2", "--variants", "full", "frozen", "popular"]}
 

@@ -61,7 +61,7 @@ def rollback(request: Request, body: RollbackRequest | None = None) -> RollbackD
 
 @router.post("/retrain", response_model=RetrainRequested, status_code=202)
 def retrain(request: Request) -> RetrainRequested:
-    """Ask the workers for a major retrain now (the leader's retrain task takes the request from Redis)."""
+    """Ask for a major retrain now (the leading worker's controller takes the request from Redis on its next tick)."""
     state = request.app.state
     request_id = uuid.uuid4().hex
     try:

@@ -1,4 +1,4 @@
-"""Stream agents: clicks in, slates (or dead letters) out; interleaving outcomes to the DBGD leader.
+"""Stream agents: clicks in, slates (or dead letters) out; outcomes and ticks to the model-lifecycle controller.
 
 ``AnswerClicks`` reads ``clicks`` in micro-batches (whatever librdkafka has fetched, ``stream/intake.py``),
 validates each record (a malformed one goes to ``dead-letters`` with its reason and the worker keeps

@@ -24,7 +24,7 @@ Nothing is lost, and a click counts as done only once its answers are on the bro
   are read again and the session store recognises them (``OnlineRecommender`` offsets).
 
 The service runs inside the Faust worker (``@app.service``), on its event loop: between batches the
-loop runs Faust's timers and agents (metrics, the DBGD leader).  Waiting for the first click of a
+loop runs Faust's timers and agents (metrics, the controller).  Waiting for the first click of a
 batch happens in a thread (``poll``), so an idle worker blocks nothing.
 """
 

@@ -5,7 +5,7 @@ gather candidates (GRU4Rec's top-N over the catalog, recently popular and fresh 
 with the current ranker W and the explorer W~ (DRN's dueling Q-network), merge the two rankings by
 interleaving, store the new state, and return one slate per click.  Clicks that come back with a
 slate's ``impression_id`` are credited to the team of the clicked slot; the returned feedback goes
-to the DBGD leader.
+to the controller (stream/control).
 
 A session's clicks inside one batch are stepped in rounds (its first click in round 0, its second
 in round 1, ...), so each round is one batched GRU step and order within a session holds; then

@@ -1,0 +1,110 @@
+"""Do session reads stall while a large model is published?  Chunked blobs against one value per blob.
+
+    python -m bench.registry_publish [--items 200000] [--hidden 512] [--chunk-mb 16]
+
+A synthetic GRU4Rec (random weights) of ``--items`` x ``--hidden`` is published to a real Redis (AOF on, as
+the project runs it) by :meth:`models.registry.ModelRegistry.publish_major`, once with blobs in chunks of
+``--chunk-mb`` and once with one value per blob (what the registry did before).  Meanwhile another client
+reads 64 session-sized keys with one MGET in a loop, as a worker does per batch; the figures are that
+read's latency before and during each publish.  Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import redis
+
+from infra import local
+from models.__main__ import publish_first_version
+from models.gru4rec import GRU4Rec, GRU4RecModel, GRU4RecParams
+from models.registry import ModelRegistry
+
+log = logging.getLogger("registry_publish")
+
+
+def synthetic_gru(items: int, hidden: int) -> GRU4Rec:
+    gru = GRU4Rec(GRU4RecParams(layers=[hidden]), device="cpu")
+    gru.item_ids = pd.Index([f"i{k}" for k in range(items)], dtype=str)
+    p = gru.params
+    gru.model = GRU4RecModel(items, p.layers, p.dropout_p_embed, p.dropout_p_hidden, p.embedding,
+                             p.constrained_embedding)
+    gru.model.eval()
+    gru.loss_history, gru.accumulators = [], {}
+    return gru
+
+
+def _reads(client: redis.Redis, keys: list[str], stop: threading.Event, out: list[tuple[float, float]]) -> None:
+    while not stop.is_set():
+        t = time.perf_counter()
+        client.mget(keys)
+        out.append((time.monotonic(), (time.perf_counter() - t) * 1000))
+        time.sleep(0.001)
+
+
+def _stats(samples: list[float]) -> dict:
+    a = np.array(samples) if samples else np.zeros(1)
+    return {"reads": len(samples), "p50_ms": round(float(np.percentile(a, 50)), 2),
+            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 1)}
+
+
+def measure(client: redis.Redis, prefix: str, gru: GRU4Rec, chunk_bytes: int) -> dict:
+    registry = ModelRegistry(client, namespace=prefix, chunk_bytes=chunk_bytes)
+    keys = [f"{prefix}session:{k}" for k in range(64)]
+    client.mset({k: b"x" * 1300 for k in keys})
+    stop, samples = threading.Event(), []
+    reader = threading.Thread(target=_reads, args=(redis.Redis.from_url(_url(client)), keys, stop, samples))
+    reader.start()
+    time.sleep(2.0)
+    began = time.monotonic()
+    version = publish_first_version(registry, gru, promote=False)
+    ended = time.monotonic()
+    time.sleep(1.0)
+    stop.set()
+    reader.join()
+    meta = registry.meta(version)
+    return {"chunk_bytes": chunk_bytes, "chunks": meta["chunks"], "publish_seconds": round(ended - began, 1),
+            "before": _stats([ms for t, ms in samples if t < began]),
+            "during": _stats([ms for t, ms in samples if began <= t <= ended])}
+
+
+def _url(client: redis.Redis) -> str:
+    kw = client.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--items", type=int, default=200_000, help="(one value per blob must stay under Redis' 512 MB)")
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--chunk-mb", type=float, default=16.0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    command = " ".join(["python -m bench.registry_publish", *(argv if argv is not None else sys.argv[1:])])
+    gru = synthetic_gru(args.items, args.hidden)
+    state = Path(tempfile.mkdtemp(prefix="bench-registry-publish-"))
+    rds = local.start_redis(state)
+    try:
+        client = redis.Redis.from_url(rds.address)
+        chunked = measure(client, "chunked-", gru, int(args.chunk_mb * 2**20))
+        client.flushall()
+        whole = measure(client, "whole-", gru, 2**31 - 1)
+    finally:
+        local.stop_pid(rds.pid)
+    print(json.dumps({"benchmark": "registry_publish", "command": command, "items": args.items,
+                      "hidden": args.hidden, "embeddings_mb": round(args.items * args.hidden * 4 / 2**20),
+                      "chunked": chunked, "one_value_per_blob": whole}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
