@@ -7,21 +7,19 @@ publishes the candidate itself and leaves its outcome in the store, as the job p
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
-import pandas as pd
 import pytest
 import redis
 
 from models.__main__ import publish_first_version
-from models.gru4rec import GRU4Rec, GRU4RecParams
 from models.recommend import ModelCache
 from models.registry import ModelRegistry
 from stream.control.clock import ManualClock
 from stream.control.controller import Controller
 from stream.control.store import RedisControlStore
 from stream.settings import Settings
+from tests.model_helpers import small_gru
 
 pytestmark = pytest.mark.integration
 GOOD = {"current": {"recall@20": 0.30, "mrr@20": 0.10}, "new": {"recall@20": 0.31, "mrr@20": 0.11}}
@@ -38,18 +36,13 @@ class ScriptedTrainer:
         return True
 
 
-def _gru(seed: int) -> GRU4Rec:
-    rows = [(s, str((s + t) % 40), float(t)) for s in range(200) for t in range(5)]
-    data = pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
-    return GRU4Rec(GRU4RecParams(layers=[16], n_epochs=1, n_sample=16, batch_size=16, seed=seed), device="cpu").fit(data)
-
 
 @pytest.fixture
 def world(services, prefix):
     client = redis.Redis.from_url(services.redis)
     registry = ModelRegistry(client, namespace=prefix)
     store = RedisControlStore(client, prefix)
-    v1 = publish_first_version(registry, _gru(1))
+    v1 = publish_first_version(registry, small_gru(1))
 
     def controller(trainer=None, **overrides) -> Controller:
         s = Settings(topic_prefix=prefix, dbgd_window=100, dbgd_window_s=1e9, retrain_every_s=0,
@@ -60,6 +53,15 @@ def world(services, prefix):
     return registry, store, v1, controller
 
 
+def _retraining(controller, store: RedisControlStore) -> tuple[Controller, ScriptedTrainer]:
+    """A controller that has started a retrain job (asked through the queue, as an operator would)."""
+    trainer = ScriptedTrainer()
+    c = controller(trainer)
+    store.push_request({"by": "test"})
+    assert c.tick() == [] and len(trainer.jobs) == 1
+    return c, trainer
+
+
 def _round(version: str, explorer_clicks: int = 5) -> list[dict]:
     return [{"version": version, "impressions": 50, "current": 1, "explorer": explorer_clicks} for _ in range(2)]
 
@@ -68,7 +70,7 @@ def _finish_job(registry: ModelRegistry, store: RedisControlStore, job: dict, of
                 seed: int = 2) -> str:
     """What the job process does: publish a candidate trained on the job's base, leave the outcome in the store."""
     w, e = registry.ranker_weights(job["based_on"])
-    candidate = registry.publish_major(_gru(seed), w, e, parent=job["based_on"], summary={"trigger": job["trigger"]})
+    candidate = registry.publish_major(small_gru(seed), w, e, parent=job["based_on"], summary={"trigger": job["trigger"]})
     store.put_job_result(job["id"], {"version": candidate, "reason": "published",
                                      "summary": {"offline": offline, "trigger": job["trigger"]}})
     return candidate
@@ -76,10 +78,8 @@ def _finish_job(registry: ModelRegistry, store: RedisControlStore, job: dict, of
 
 def test_a_retrain_finishing_after_a_dbgd_step_is_re_decided_on_it_and_neither_is_lost(world):
     registry, store, v1, controller = world
-    trainer = ScriptedTrainer()
-    c = controller(trainer)
-    store.push_request({"by": "test"})
-    assert c.tick() == [] and trainer.jobs[0]["based_on"] == v1      # the retrain starts on v1
+    c, trainer = _retraining(controller, store)
+    assert trainer.jobs[0]["based_on"] == v1                           # the retrain starts on v1
     step = c.feedback(_round(v1))[0]                                   # meanwhile a DBGD round ends
     assert step.kind == "minor" and step.action == "promoted" and registry.current_version() == step.version
     candidate = _finish_job(registry, store, trainer.jobs[0])          # and the retrain finishes
@@ -98,7 +98,7 @@ def test_a_dbgd_step_decided_while_a_major_was_promoted_is_dropped_and_says_so(w
         def publish_minor(self, parent, ranker, explorer, summary=None):
             version = super().publish_minor(parent, ranker, explorer, summary)
             w, e = self.ranker_weights(parent)
-            self.major = self.publish_major(_gru(3), w, e, parent=parent)
+            self.major = self.publish_major(small_gru(3), w, e, parent=parent)
             self.promote(self.major, based_on=parent)
             return version
 
@@ -112,12 +112,9 @@ def test_a_dbgd_step_decided_while_a_major_was_promoted_is_dropped_and_says_so(w
 
 def test_a_candidate_whose_base_was_replaced_by_another_major_is_rejected_as_stale(world):
     registry, store, v1, controller = world
-    trainer = ScriptedTrainer()
-    c = controller(trainer)
-    store.push_request({"by": "test"})
-    c.tick()
+    c, trainer = _retraining(controller, store)
     w, e = registry.ranker_weights(v1)
-    other = registry.publish_major(_gru(4), w, e, parent=v1)
+    other = registry.publish_major(small_gru(4), w, e, parent=v1)
     registry.promote(other, based_on=v1)                               # an operator's major version meanwhile
     candidate = _finish_job(registry, store, trainer.jobs[0])
     update = c.tick()[0]
@@ -148,10 +145,7 @@ def test_a_nan_or_unloadable_candidate_is_not_promoted_and_the_running_model_kee
 
 def test_a_new_leader_resumes_the_round_the_drift_watch_and_the_running_job(world):
     registry, store, v1, controller = world
-    first_trainer = ScriptedTrainer()
-    old = controller(first_trainer)
-    store.push_request({"by": "test"})
-    old.tick()
+    old, first_trainer = _retraining(controller, store)
     assert old.feedback(_round(v1)[:1]) == []                         # half a DBGD round on the old leader
     new = controller(ScriptedTrainer())                                # the partition moves: a new leader
     step = new.feedback(_round(v1)[1:])[0]                             # finishes the round the old one began
@@ -172,11 +166,11 @@ def test_the_guardrail_rolls_back_a_major_version_that_halves_ctr_and_keeps_a_go
     c = controller(explore=False, guardrail_max_impressions=20_000)
     c.feedback(_outcomes(v1, rng, 0.10, 5000))                         # the baseline: v1 at 10%
     w, e = registry.ranker_weights(v1)
-    good = registry.publish_major(_gru(5), w, e, parent=v1)
+    good = registry.publish_major(small_gru(5), w, e, parent=v1)
     registry.promote(good, based_on=v1)                                # an operator promotes a good version
     kept = [u for batch in range(40) for u in c.feedback(_outcomes(good, rng, 0.10, 500))]
     assert [u.action for u in kept] == ["kept"] and registry.current_version() == good
-    bad = registry.publish_major(_gru(6), w, e, parent=good)
+    bad = registry.publish_major(small_gru(6), w, e, parent=good)
     registry.promote(bad, based_on=good)                               # and then a bad one
     spent, rolled = 0, []
     while not rolled and spent < 20_000:

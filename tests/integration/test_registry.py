@@ -7,23 +7,19 @@ import io
 import threading
 
 import numpy as np
-import pandas as pd
 import pytest
 import redis
 import torch
 
 from models.__main__ import publish_first_version
-from models.gru4rec import GRU4Rec, GRU4RecParams
+from models.gru4rec import GRU4Rec
 from models.recommend import ModelCache
 from models.registry import InvalidModel, ModelRegistry, StaleBase, version_number
 
+from tests.model_helpers import small_gru
+
 pytestmark = pytest.mark.integration
 
-
-def _gru(seed: int, items: int = 40) -> GRU4Rec:
-    rows = [(s, str((s + t) % items), float(t)) for s in range(200) for t in range(5)]
-    data = pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
-    return GRU4Rec(GRU4RecParams(layers=[16], n_epochs=1, n_sample=16, batch_size=16, seed=seed), device="cpu").fit(data)
 
 
 @pytest.fixture
@@ -32,7 +28,7 @@ def registry(services, prefix) -> ModelRegistry:
 
 
 def test_version_ids_grow_with_time_and_are_not_reused_when_the_counter_is_lost(registry):
-    v1 = publish_first_version(registry, _gru(1))
+    v1 = publish_first_version(registry, small_gru(1))
     w, e = registry.ranker_weights(v1)
     v2 = registry.publish_minor(v1, w, e)
     registry.r.delete(f"{registry.ns}model:seq")  # what a Redis that lost its last writes would have
@@ -42,9 +38,9 @@ def test_version_ids_grow_with_time_and_are_not_reused_when_the_counter_is_lost(
 
 
 def test_a_promotion_based_on_a_version_no_longer_current_is_refused(registry):
-    v1 = publish_first_version(registry, _gru(1))
+    v1 = publish_first_version(registry, small_gru(1))
     w, e = registry.ranker_weights(v1)
-    step, major = registry.publish_minor(v1, w * 1.1, e), registry.publish_major(_gru(2), w, e, parent=v1)
+    step, major = registry.publish_minor(v1, w * 1.1, e), registry.publish_major(small_gru(2), w, e, parent=v1)
     registry.promote(major, based_on=v1)
     with pytest.raises(StaleBase) as err:
         registry.promote(step, based_on=v1)  # a DBGD step decided on v1 must not overwrite the major version
@@ -52,7 +48,7 @@ def test_a_promotion_based_on_a_version_no_longer_current_is_refused(registry):
 
 
 def test_of_two_promotions_racing_on_the_same_base_exactly_one_wins(registry):
-    v1 = publish_first_version(registry, _gru(1))
+    v1 = publish_first_version(registry, small_gru(1))
     w, e = registry.ranker_weights(v1)
     candidates = [registry.publish_minor(v1, w + i, e + i) for i in range(1, 9)]
     won, lost, barrier = [], [], threading.Barrier(len(candidates))
@@ -74,7 +70,7 @@ def test_of_two_promotions_racing_on_the_same_base_exactly_one_wins(registry):
 
 
 def test_non_finite_or_misfitting_weights_are_not_published(registry):
-    gru = _gru(1)
+    gru = small_gru(1)
     v1 = publish_first_version(registry, gru)
     w, e = registry.ranker_weights(v1)
     before = registry.versions()
@@ -93,11 +89,11 @@ def test_non_finite_or_misfitting_weights_are_not_published(registry):
 
 
 def test_a_version_whose_gru_blob_does_not_load_is_not_promoted_and_serving_keeps_the_running_model(registry):
-    v1 = publish_first_version(registry, _gru(1))
+    v1 = publish_first_version(registry, small_gru(1))
     w, e = registry.ranker_weights(v1)
     cache = ModelCache(registry)
     assert cache.refresh(force=True).name == v1
-    v2 = registry.publish_major(_gru(2), w, e, parent=v1)
+    v2 = registry.publish_major(small_gru(2), w, e, parent=v1)
     registry.r.set(registry.key(v2, "gru:0"), b"not a torch file")  # corrupted after publishing
     with pytest.raises(InvalidModel, match="does not load"):
         registry.promote(v2, based_on=v1)
@@ -109,7 +105,7 @@ def test_a_version_whose_gru_blob_does_not_load_is_not_promoted_and_serving_keep
 
 def test_large_blobs_are_stored_in_chunks_no_larger_than_the_limit_and_load_back_equal(services, prefix):
     registry = ModelRegistry(redis.Redis.from_url(services.redis), namespace=prefix, chunk_bytes=4096)
-    gru = _gru(1, items=300)
+    gru = small_gru(1, items=300)
     v1 = publish_first_version(registry, gru)
     chunks = registry.meta(v1)["chunks"]
     assert chunks["gru"] > 3 and chunks["emb"] > 3
@@ -123,7 +119,7 @@ def test_large_blobs_are_stored_in_chunks_no_larger_than_the_limit_and_load_back
 
 
 def test_rollback_reaches_the_previous_three_major_versions_after_many_dbgd_steps(registry):
-    majors = [publish_first_version(registry, _gru(1))]
+    majors = [publish_first_version(registry, small_gru(1))]
     w, e = registry.ranker_weights(majors[0])
     current = majors[0]
     for m in range(1, 5):
@@ -131,7 +127,7 @@ def test_rollback_reaches_the_previous_three_major_versions_after_many_dbgd_step
             step = registry.publish_minor(current, w, e)
             registry.promote(step, based_on=current)
             current = step
-        majors.append(registry.publish_major(_gru(m + 1), w, e, parent=current))
+        majors.append(registry.publish_major(small_gru(m + 1), w, e, parent=current))
         registry.promote(majors[-1], based_on=current)
         current = majors[-1]
     assert registry.majors()[-4:] == majors[-4:]

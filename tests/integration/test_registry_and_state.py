@@ -7,27 +7,21 @@ import threading
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import redis
 import torch
 
 from models.__main__ import publish_first_version
-from models.gru4rec import GRU4Rec, GRU4RecParams
 from models.recommend import ModelCache
 from models.registry import ModelRegistry
 from stream.online import OnlineRecommender
 from stream.records import Click
 from models.sessions import SessionState, SessionStore
 from stream.settings import Settings
+from tests.model_helpers import small_gru
 
 pytestmark = pytest.mark.integration
 
-
-def _gru(seed: int) -> GRU4Rec:
-    rows = [(s, str((s + t) % 40), float(t)) for s in range(200) for t in range(5)]
-    data = pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
-    return GRU4Rec(GRU4RecParams(layers=[16], n_epochs=1, n_sample=16, batch_size=16, seed=seed), device="cpu").fit(data)
 
 
 @pytest.fixture
@@ -36,7 +30,7 @@ def registry(services, prefix) -> ModelRegistry:
 
 
 def test_publish_load_minor_references_parent_and_rollback_is_exact(registry):
-    gru = _gru(1)
+    gru = small_gru(1)
     v1 = publish_first_version(registry, gru)
     w, w_exp = registry.ranker_weights(v1)
     v2 = registry.publish_minor(v1, w * 1.5, w_exp * 1.5, {"accepted": True})
@@ -62,7 +56,7 @@ def test_publish_load_minor_references_parent_and_rollback_is_exact(registry):
 
 
 def test_a_service_model_cache_freezes_the_collector_once_after_its_first_model(registry):
-    v1 = publish_first_version(registry, _gru(1))
+    v1 = publish_first_version(registry, small_gru(1))
     gc.unfreeze()
     try:
         ModelCache(registry).refresh(force=True)  # a test or library user: the collector is left alone
@@ -81,7 +75,7 @@ def test_a_service_model_cache_freezes_the_collector_once_after_its_first_model(
 
 def test_promotion_is_atomic_under_concurrent_readers(services, prefix):
     registry = ModelRegistry(redis.Redis.from_url(services.redis), namespace=prefix, keep=10)
-    v1 = publish_first_version(registry, _gru(1))
+    v1 = publish_first_version(registry, small_gru(1))
     w, _ = registry.ranker_weights(v1)
     versions = [v1] + [registry.publish_minor(v1, w + i, w + i, {}) for i in range(1, 6)]
     seen, errors, stop = [], [], threading.Event()
@@ -113,7 +107,7 @@ def test_promotion_is_atomic_under_concurrent_readers(services, prefix):
 
 
 def test_old_versions_are_pruned_but_referenced_grus_kept(registry):
-    v1 = publish_first_version(registry, _gru(1))
+    v1 = publish_first_version(registry, small_gru(1))
     w, _ = registry.ranker_weights(v1)
     last, published = v1, []
     for i in range(6):
@@ -132,7 +126,7 @@ def test_new_gru_version_rebuilds_session_state_and_unknown_items_still_advance_
     client = redis.Redis.from_url(services.redis)
     settings = Settings(topic_prefix=prefix, model_refresh_s=0.001)
     rec = OnlineRecommender(settings, registry, SessionStore(client, prefix))
-    old, new = _gru(1), _gru(2)
+    old, new = small_gru(1), small_gru(2)
     publish_first_version(registry, old)
     clicks = [Click(session_id="s", item_id=i, ts=float(t)) for t, i in enumerate(["1", "2", "never-seen"])]
     slates, _ = rec.process(clicks, [0.0] * 3, [(0, t) for t in range(3)])
