@@ -378,6 +378,26 @@ def run_seed(cfg: StudyConfig, variants: list[str], client: redis.Redis, run_id:
     return results
 
 
+def merge(paths: list[Path], out: Path) -> int:
+    """One table and plot from several runs' JSON (the same configuration, different seeds)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    cfg_dict = runs[0]["config"]
+    system = SystemOptions(**cfg_dict.pop("system"))
+    cfg = StudyConfig(**{**cfg_dict, "system": system})
+    seeds = [seed for r in runs for seed in r["seeds"]]
+    per_seed = [s for r in runs for s in r["per_seed"]]
+    agg = across_seeds(per_seed)
+    command = " + ".join(r["command"] for r in runs)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_seeds([w for r in runs for w in r["per_seed_windows"]], cfg, out / "online_study_seeds.png")
+    table = seeds_markdown(agg, cfg, seeds, command)
+    (out / "online_study.md").write_text(table)
+    print(json.dumps({"benchmark": "online_study", "command": command, "seeds": seeds, "across_seeds": agg,
+                      "plot": str(out / "online_study_seeds.png"), "table": str(out / "online_study.md")}, indent=2))
+    sys.stderr.write(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=StudyConfig.duration, help="simulated seconds")
@@ -394,7 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="override a field of the system's options (bench/study_policies.py: SystemOptions)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                   help="no run: aggregate the per-seed results of earlier runs' JSON outputs (e.g. seeds split "
+                        "across two processes) into one table")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the Redis it started
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("models").setLevel(logging.WARNING)
@@ -439,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
             diffs["full - dbgd-off"]["ctr_post_drift_settled"]["low"] > 0
     print(json.dumps({"benchmark": "online_study", "command": command, "config": asdict(cfg), "seeds": seeds,
                       "aims": aims, "across_seeds": agg, "variants": summaries,
+                      "per_seed": [{n: r["summary"] for n, r in s.items()} for s in per_seed],
+                      "per_seed_windows": [{n: r["windows"] for n, r in s.items()} for s in per_seed],
                       "windows": {name: [[w["end_s"], round(w["ctr"], 4), round(w["expected_ctr"], 4),
                                           round(w["oracle_ctr"], 4)] for w in r["windows"]]
                                   for name, r in results.items()}, "plot": str(args.out / "online_study_seeds.png"),

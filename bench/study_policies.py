@@ -76,6 +76,8 @@ class SystemOptions:
     popular_half_life_s: float = 60.0
     fresh_window_s: float = 300.0
     guardrail: bool = True             # the rollback guardrail after each major promotion
+    guardrail_click_lag_s: float = 1.0  # think times are scaled 1/120 here: clicks come about a second later
+    guardrail_delay_s: float = 15.0
     seed: int = 0
 
 
@@ -97,7 +99,8 @@ class SystemPolicy:
             retrain_every_clicks=opts.retrain_every_clicks if opts.retrains else 0, drift_retrain=opts.retrains,
             drift_min_impressions=opts.drift_min_impressions, drift_retrain_after=opts.drift_retrain_after,
             retrain_epochs=opts.retrain_epochs, retrain_learning_rate=opts.retrain_learning_rate,
-            retrain_margin=opts.retrain_margin, guardrail=opts.guardrail)
+            retrain_margin=opts.retrain_margin, guardrail=opts.guardrail,
+            guardrail_click_lag_s=opts.guardrail_click_lag_s, guardrail_delay_s=opts.guardrail_delay_s)
         self.registry = ModelRegistry(client, namespace=namespace)
         publish_first_version(self.registry, GRU4Rec.load(model_path, device="cpu"), opts.dbgd_alpha, opts.seed)
         self.online = OnlineRecommender(self.settings, self.registry,

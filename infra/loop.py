@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             "STREAMREC_RETRAIN_EVERY_CLICKS": "5000", "STREAMREC_RETRAIN_WINDOW_S": "200",
             "STREAMREC_RETRAIN_EPOCHS": "5", "STREAMREC_RETRAIN_LEARNING_RATE": "0.05",
             "STREAMREC_RETRAIN_MARGIN": "0.0",
+            # the simulator's think times are scaled 1/120: its users click about a second after a slate
+            "STREAMREC_GUARDRAIL_CLICK_LAG_S": "1", "STREAMREC_GUARDRAIL_DELAY_S": "15",
         }.items() if k not in os.environ})
         log.info("Kafka %s, Redis %s, prefix %s", env["STREAMREC_KAFKA"], env["STREAMREC_REDIS"],
                  env["STREAMREC_TOPIC_PREFIX"])

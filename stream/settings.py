@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     guardrail_baseline_impressions: int = Field(20_000, ge=1, description="the baseline is the previous version's "
                                                 "CTR over about this many recent impressions")
     guardrail_max_impressions: int = Field(50_000, ge=1, description="no verdict after this many: the version is kept")
+    guardrail_click_lag_s: float = Field(60.0, ge=0, description="impressions count in the test this long after they "
+                                         "were shown, once their clicks (a user's think time later) are in")
+    guardrail_delay_s: float = Field(300.0, ge=0, description="no verdict before this long after the version's first "
+                                     "outcome, so an error in the click lag is a small share of what was counted")
 
     # --- the model registry (Redis)
     registry_keep: int = Field(10, ge=1, description="newest versions kept (besides current and the kept majors)")

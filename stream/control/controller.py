@@ -66,7 +66,7 @@ class Controller:
         self.policy = RetrainPolicy(s.retrain_every_s, s.retrain_every_clicks, s.retrain_window_s)
         self.gate = PromotionGate(s.retrain_margin)
         self.guard = Guardrail(s.guardrail_alpha, s.guardrail_beta, s.guardrail_drop, s.guardrail_min_baseline,
-                               s.guardrail_max_impressions)
+                               s.guardrail_max_impressions, s.guardrail_delay_s, s.guardrail_click_lag_s)
         self.job: dict | None = None
         self.tally: dict[str, list[int]] = {}   # major lineage -> [impressions, clicks] of its recent outcomes
         self.last_retrain: dict | None = None
@@ -109,7 +109,7 @@ class Controller:
             if lineage is not None:
                 self._count(lineage, impressions, clicks)
                 if self.guard.watching is not None and lineage == self.guard.watching["version"]:
-                    verdict = self.guard.observe(impressions, clicks)
+                    verdict = self.guard.observe(impressions, clicks, now)
                     if verdict is not None:
                         updates += self._guard_verdict(verdict, now)
                         current = self.registry.current_version() or current

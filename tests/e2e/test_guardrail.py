@@ -45,7 +45,8 @@ def test_a_bad_major_version_is_rolled_back_while_the_simulator_runs_and_a_good_
     v1 = publish_first_version(registry, gru)
     env = dict(stream_env, STREAMREC_EXPLORE="false", STREAMREC_GUARDRAIL_ALPHA="0.001",
                STREAMREC_GUARDRAIL_MIN_BASELINE="800", STREAMREC_GUARDRAIL_BASELINE_IMPRESSIONS="4000",
-               STREAMREC_GUARDRAIL_MAX_IMPRESSIONS=str(MAX_IMPRESSIONS), STREAMREC_RETRAIN_CHECK_S="1")
+               STREAMREC_GUARDRAIL_MAX_IMPRESSIONS=str(MAX_IMPRESSIONS), STREAMREC_RETRAIN_CHECK_S="1",
+               STREAMREC_GUARDRAIL_DELAY_S="5", STREAMREC_GUARDRAIL_CLICK_LAG_S="1")  # users click within ~1 s
     worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
     loop = ClosedLoop(Settings(kafka=services.kafka, topic_prefix=topics), Population(world, clicks, seed=3), clicks,
                       rate=150, duration=75.0, slate_timeout=5.0, window_s=5.0)

@@ -163,7 +163,8 @@ def _outcomes(version: str, rng: np.random.Generator, ctr: float, impressions: i
 def test_the_guardrail_rolls_back_a_major_version_that_halves_ctr_and_keeps_a_good_one(world):
     registry, store, v1, controller = world
     rng = np.random.default_rng(0)
-    c = controller(explore=False, guardrail_max_impressions=20_000)
+    c = controller(explore=False, guardrail_max_impressions=20_000, guardrail_delay_s=0,
+                   guardrail_click_lag_s=0)  # clicks come with their slates here
     c.feedback(_outcomes(v1, rng, 0.10, 5000))                         # the baseline: v1 at 10%
     w, e = registry.ranker_weights(v1)
     good = registry.publish_major(small_gru(5), w, e, parent=v1)

@@ -98,11 +98,11 @@ def _guard_runs(p_true: float, runs: int, seed: int, p0: float = 0.05, baseline:
     rng = np.random.default_rng(seed)
     rollbacks, spent = 0, []
     for _ in range(runs):
-        g = Guardrail(alpha=0.01, beta=0.05, drop=0.2, min_baseline=2000, max_impressions=50_000)
+        g = Guardrail(alpha=0.01, beta=0.05, drop=0.2, min_baseline=2000, max_impressions=50_000, delay_s=0, click_lag_s=0)
         assert g.watch("v2", "v1", baseline, int(rng.binomial(baseline, p0))) is None
         verdict = None
         while verdict is None:
-            verdict = g.observe(100, int(rng.binomial(100, p_true)))
+            verdict = g.observe(100, int(rng.binomial(100, p_true)), now=0.0)
         rollbacks += verdict.action == "rollback"
         spent.append(verdict.impressions)
     return rollbacks / runs, spent
@@ -121,16 +121,38 @@ def test_the_guardrail_rolls_back_a_halved_ctr_within_a_few_thousand_impressions
     assert rate == 1.0 and np.percentile(spent, 95) <= 3000
 
 
+def test_late_clicks_do_not_read_as_a_drop_when_impressions_wait_for_them():
+    """Clicks arrive 5 s after their slates: counted at once, a version as good as the last reads as a drop."""
+    def run(delay_s: float, click_lag_s: float) -> str:
+        rng = np.random.default_rng(4)
+        g = Guardrail(alpha=0.01, drop=0.2, min_baseline=2000, max_impressions=30_000, delay_s=delay_s,
+                      click_lag_s=click_lag_s)
+        g.watch("v2", "v1", 20_000, 2_000)                        # 10%, as the new version really is
+        shown = []                                                 # (time, impressions) of each 0.5 s batch
+        for step in range(2000):
+            now = step * 0.5
+            shown.append(100)
+            late = shown[-11] if len(shown) > 10 else 0           # the clicks of the slates 5 s ago
+            verdict = g.observe(100, int(rng.binomial(late, 0.10)), now)
+            if verdict is not None:
+                return verdict.action
+        return "none"
+
+    assert run(delay_s=0, click_lag_s=0) == "rollback"             # the bias the lag is there for
+    assert run(delay_s=30, click_lag_s=5) == "keep"                # the lag right
+    assert run(delay_s=30, click_lag_s=3) == "keep"                # or short of it, after a warm-up
+
+
 def test_the_guardrail_keeps_nothing_it_cannot_test_and_resumes_mid_test():
-    g = Guardrail(min_baseline=2000)
+    g = Guardrail(min_baseline=2000, delay_s=0, click_lag_s=0)
     assert "baseline" in g.watch("v2", "v1", 500, 50)
     assert "no previous" in g.watch("v2", None, 10_000, 500)
     g.watch("v2", "v1", 10_000, 1_000)
-    assert g.observe(1000, 95) is None                 # close to the baseline's 10%: no verdict yet
-    resumed = Guardrail(min_baseline=2000)
+    assert g.observe(1000, 95, now=0.0) is None        # close to the baseline's 10%: no verdict yet
+    resumed = Guardrail(min_baseline=2000, delay_s=0, click_lag_s=0)
     resumed.restore(json.loads(json.dumps(g.to_dict())))
     assert resumed.watching == g.watching and resumed.watching["impressions"] == 1000
-    verdicts = [resumed.observe(1000, 50) for _ in range(5)]
+    verdicts = [resumed.observe(1000, 50, now=1.0) for _ in range(5)]
     verdict = next(v for v in verdicts if v is not None)
     assert verdict.action == "rollback" and verdict.version == "v2" and verdict.previous == "v1"
 
