@@ -1,6 +1,7 @@
 """The online-learning study: does the system learn online, and does it recover from a preference drift?
 
-    python -m bench.online_study [--duration 600] [--rate 100] [--variants full frozen ...] [--out bench/results]
+    python -m bench.online_study [--seeds 5] [--duration 800] [--rate 100] [--variants full frozen ...] [--out DIR]
+    python -m bench.online_study --merge A.json B.json --out DIR     (seeds run in separate processes)
 
 A closed loop in simulated time.  The simulator's users (:mod:`simulator`: world, population, true
 click model) click; every half second of simulated time the clicks are answered as one micro-batch,
@@ -11,8 +12,9 @@ into fashion, the rest lose appeal (:class:`simulator.scenario.Scenario`).  Ever
 same world, the same users and the same seed.
 
 Variants (:mod:`bench.study_policies`): ``full`` (the stream's online loop: GRU4Rec session state in
-Redis, DRN ranker, team-draft interleaving with DBGD, major retrains on an ADWIN-detected CTR drop
-and every N clicks), ``frozen`` (the same first model, no exploration, no updates), ``popular``
+Redis, DRN ranker, team-draft interleaving; every model decision by the worker's own controller,
+:class:`stream.control.controller.Controller`, on the simulated clock: DBGD steps, major retrains on an
+ADWIN-detected CTR drop and every N clicks, the promotion gate and the rollback guardrail), ``frozen`` (the same first model, no exploration, no updates), ``popular``
 (recently most clicked), ``biasedmf`` (river's ``reco.BiasedMF`` learning online), ``dbgd-off``
 (retrains only) and ``retrains-off`` (DBGD only).  The first model is the one ``make loop`` starts
 from: GRU4Rec trained on an organic log of the same world (cached under ``~/.cache/streamrec``).
@@ -21,8 +23,12 @@ Not the production path, and why: clicks do not travel through Kafka (each polic
 directly, so the study measures learning, not transport), and a major retrain runs inside the
 simulated clock (in the worker it takes seconds of wall time while the old version keeps serving).
 
-Output: a JSON summary on stdout (for ``make bench``), ``online_study.png`` (windowed and cumulative
-CTR of every variant, the drift marked) and ``online_study.md`` (the table) in ``--out``.
+Every variant runs on ``--seeds`` seeds (world, users and first model change with the seed); the table
+gives each figure's mean and 95% t-interval over seeds, and the paired differences full - frozen,
+full - DBGD-off and full - retrains-off.  Output: a JSON summary on stdout (for ``make bench``),
+``online_study_seeds.png`` (mean windowed CTR of every variant with its interval, the drift marked),
+``online_study.png`` (the first seed's windowed and cumulative CTR) and ``online_study.md`` (the tables)
+in ``--out``.
 """
 
 from __future__ import annotations
