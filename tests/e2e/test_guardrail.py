@@ -50,7 +50,7 @@ def test_a_bad_major_version_is_rolled_back_while_the_simulator_runs_and_a_good_
                STREAMREC_GUARDRAIL_DELAY_S="5", STREAMREC_GUARDRAIL_CLICK_LAG_S="1")  # users click within ~1 s
     worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
     loop = ClosedLoop(Settings(kafka=services.kafka, topic_prefix=topics), Population(world, clicks, seed=3), clicks,
-                      rate=150, duration=90.0, slate_timeout=5.0, window_s=5.0)
+                      rate=150, duration=100.0, slate_timeout=5.0, window_s=5.0)
     summary: dict = {}
     simulator = threading.Thread(target=lambda: summary.update(loop.run()), daemon=True)
     try:
@@ -63,6 +63,7 @@ def test_a_bad_major_version_is_rolled_back_while_the_simulator_runs_and_a_good_
         verdict = next((u for u in kept if u.get("action") in ("kept", "rolled_back")), None)
         assert verdict is not None, (kept, worker.log()[-3000:])
         assert verdict["action"] == "kept" and verdict["version"] == good, verdict  # no false alarm
+        time.sleep(10)  # the good version's own CTR becomes the next baseline (GUARDRAIL_MIN_BASELINE impressions)
         bad_gru = GRU4Rec.load(io.BytesIO(registry.gru_blob(v1)))
         with torch.no_grad():                                            # embeddings of the wrong items
             perm = torch.from_numpy(np.random.default_rng(0).permutation(bad_gru.model.Wy.weight.shape[0]))
