@@ -307,8 +307,10 @@ def across_seeds(per_seed: list[dict[str, dict]]) -> dict:
 
 
 def seeds_markdown(agg: dict, cfg: StudyConfig, seeds: list[int], command: str) -> str:
-    def cell(x: dict) -> str:
-        return f"{x['mean']:.4f} ± {x['half_width']:.4f}" if x["n"] > 1 else (f"{x['mean']:.4f}" if x["n"] else "-")
+    def cell(x: dict, fmt: str = ".4f") -> str:
+        if not x["n"]:
+            return "-"
+        return f"{x['mean']:{fmt}} ± {x['half_width']:{fmt}}" if x["n"] > 1 else f"{x['mean']:{fmt}}"
 
     lines = [f"Online-learning study over {len(seeds)} seeds ({seeds}; `{command}`): {cfg.items} items, {cfg.users} "
              f"users, {cfg.rate:.0f} clicks per simulated second for {cfg.duration:.0f} s, drift at "
@@ -320,7 +322,7 @@ def seeds_markdown(agg: dict, cfg: StudyConfig, seeds: list[int], command: str) 
         rec = t["events_to_90pct_of_pre_drift_ctr"]
         lines.append(f"| {name} | {cell(t['ctr_pre_drift'])} | {cell(t['ctr_post_drift_settled'])} | "
                      f"{cell(t['ctr_overall'])} | {cell(t['regret_post_drift_settled'])} | "
-                     f"{cell(rec) if rec['n'] else '-'} ({rec['recovered_in']} of {len(seeds)}) |")
+                     f"{cell(rec, ',.0f')} ({rec['recovered_in']} of {len(seeds)}) |")
     lines += ["", "| paired difference | CTR after drift, settled | overall CTR | 95% interval above 0 |",
               "| --- | --- | --- | --- |"]
     for name, d in agg["differences"].items():
