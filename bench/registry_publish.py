@@ -57,12 +57,13 @@ def _stats(samples: list[float]) -> dict:
             "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 1)}
 
 
-def measure(client: redis.Redis, prefix: str, gru: GRU4Rec, chunk_bytes: int) -> dict:
+def measure(address: str, prefix: str, gru: GRU4Rec, chunk_bytes: int) -> dict:
+    client = redis.Redis.from_url(address)
     registry = ModelRegistry(client, namespace=prefix, chunk_bytes=chunk_bytes)
     keys = [f"{prefix}session:{k}" for k in range(64)]
     client.mset({k: b"x" * 1300 for k in keys})
     stop, samples = threading.Event(), []
-    reader = threading.Thread(target=_reads, args=(redis.Redis.from_url(_url(client)), keys, stop, samples))
+    reader = threading.Thread(target=_reads, args=(redis.Redis.from_url(address), keys, stop, samples))
     reader.start()
     time.sleep(2.0)
     began = time.monotonic()
@@ -77,11 +78,6 @@ def measure(client: redis.Redis, prefix: str, gru: GRU4Rec, chunk_bytes: int) ->
             "during": _stats([ms for t, ms in samples if began <= t <= ended])}
 
 
-def _url(client: redis.Redis) -> str:
-    kw = client.connection_pool.connection_kwargs
-    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=200_000, help="(one value per blob must stay under Redis' 512 MB)")
@@ -94,10 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     state = Path(tempfile.mkdtemp(prefix="bench-registry-publish-"))
     rds = local.start_redis(state)
     try:
-        client = redis.Redis.from_url(rds.address)
-        chunked = measure(client, "chunked-", gru, int(args.chunk_mb * 2**20))
-        client.flushall()
-        whole = measure(client, "whole-", gru, 2**31 - 1)
+        chunked = measure(rds.address, "chunked-", gru, int(args.chunk_mb * 2**20))
+        redis.Redis.from_url(rds.address).flushall()
+        whole = measure(rds.address, "whole-", gru, 2**31 - 1)
     finally:
         local.stop_pid(rds.pid)
     print(json.dumps({"benchmark": "registry_publish", "command": command, "items": args.items,

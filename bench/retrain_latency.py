@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -109,11 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                    STREAMREC_WORKER_WEB_PORT="0", STREAMREC_AUTO_OFFSET_RESET="latest",
                    STREAMREC_RETRAIN_EPOCHS=str(args.epochs), STREAMREC_RETRAIN_WINDOW_S="1e10",
                    STREAMREC_RETRAIN_MARGIN="1.0", STREAMREC_RETRAIN_CHECK_S="1", PYTHONPATH=str(ROOT))
-        log_file = open(state / "worker.log", "wb")  # noqa: SIM115 - closed with the worker
-        import subprocess
-
-        worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "--loglevel", "warn"], env=env,
-                                  stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
+        with open(state / "worker.log", "wb") as log_file:  # the worker keeps its own descriptor
+            worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "--loglevel", "warn"], env=env,
+                                      stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
         stop, slates = threading.Event(), []
         collector = threading.Thread(target=_collect, args=(settings, stop, slates), daemon=True)
         collector.start()

@@ -254,8 +254,8 @@ class ModelRegistry:
             return None
         gru_version = self.meta(version)["gru_version"]
         majors = [v.decode() for v in self.r.lrange(self.majors_key, 0, -1)]
-        if gru_version not in majors:
-            return majors[-1] if majors and majors[-1] != gru_version else None
+        if gru_version not in majors:  # current is built on a major promoted outside the list (pruned): the newest
+            return majors[-1] if majors else None
         at = majors.index(gru_version)
         return majors[at - 1] if at > 0 else None
 

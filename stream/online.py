@@ -36,7 +36,7 @@ from models.recommend import POPULAR_VERSION, CandidateParams, LoadedModel, Mode
 from models.registry import ModelRegistry
 from models.sessions import SessionState, SessionStore
 from stream.records import Click, Recommendation, new_impression_id
-from stream.keys import clicks_count as clicks_key
+from stream.keys import clicks_count
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class OnlineRecommender:
     def _count(self, n: int) -> None:
         """Clicks answered by all workers together: the retrain schedule by clicks reads it."""
         try:
-            self.registry.r.incrby(clicks_key(self.s.topic_prefix), n)
+            self.registry.r.incrby(clicks_count(self.s.topic_prefix), n)
         except redis.RedisError as err:
             log.warning("could not count clicks: %s", err)
 
@@ -194,7 +194,7 @@ class OnlineRecommender:
         pipe = self.sessions.r.pipeline(transaction=False)  # the states and the click count: one round trip
         written = {sid: st for sid, st in states.items() if st is not None}
         self.sessions.put_many(written, pipe)
-        pipe.incrby(clicks_key(self.s.topic_prefix), len(clicks))
+        pipe.incrby(clicks_count(self.s.topic_prefix), len(clicks))
         try:
             pipe.execute()
         except Exception:

@@ -46,10 +46,14 @@ class ProcessTrainer:
         out = subprocess.DEVNULL
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_dir / f"retrain-{job['id']}.log", "wb")  # noqa: SIM115 - the child keeps it
-        self.procs[job["id"]] = subprocess.Popen(
-            [sys.executable, "-m", "stream", "retrain-job", json.dumps(job)], env=env, stdout=out, stderr=out,
-            stdin=subprocess.DEVNULL, cwd=str(ROOT), start_new_session=True, preexec_fn=self._lower_priority)
+            out = open(self.log_dir / f"retrain-{job['id']}.log", "wb")  # noqa: SIM115 - closed below
+        try:
+            self.procs[job["id"]] = subprocess.Popen(
+                [sys.executable, "-m", "stream", "retrain-job", json.dumps(job)], env=env, stdout=out, stderr=out,
+                stdin=subprocess.DEVNULL, cwd=str(ROOT), start_new_session=True, preexec_fn=self._lower_priority)
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()  # the child has its own descriptor
         log.info("retrain job %s started as process %d", job["id"], self.procs[job["id"]].pid)
 
     def _lower_priority(self) -> None:

@@ -315,13 +315,13 @@ class Controller:
 
     def state(self) -> dict:
         """For the metrics and the dashboard: the DBGD round, the drift detector, the guardrail, retrains."""
-        return {"dbgd": self.rounds.state(), "drift": self.drift.state(), "guardrail": self.guard.to_dict(),
+        return {"dbgd": self.rounds.to_dict(), "drift": self.drift.state(), "guardrail": self.guard.to_dict(),
                 "retrain": {"running": self.job, "last": self.last_retrain}}
 
     def _persist(self) -> None:
         self.seq += 1
         self.store.save({"owner": self.me, "seq": self.seq, **self.state(),
-                         "rounds": self.rounds.to_dict(), "detector": self.drift.to_dict(),
+                         "detector": self.drift.to_dict(),
                          "policy": self.policy.to_dict(), "job": self.job, "tally": self.tally,
                          "lineage_now": self.lineage_now})
 
@@ -333,7 +333,7 @@ class Controller:
         self._fresh()
         if not state:
             return
-        self.rounds.restore(state.get("rounds") or {})
+        self.rounds.restore(state.get("dbgd") or {})
         if state.get("detector"):
             self.drift = CtrDriftDetector.from_dict(state["detector"])
         self.policy.restore(state.get("policy") or {})

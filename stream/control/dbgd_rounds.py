@@ -91,15 +91,13 @@ class DbgdRounds:
 
     def state(self) -> dict:
         """The current round, for the metrics: impressions so far, clicks per team, rounds, accepted updates."""
-        if self.version is None:
-            return {}
         return {"version": self.version, "round_impressions": self.impressions, "window": self.window,
                 "current_clicks": self.clicks[CURRENT], "explorer_clicks": self.clicks[EXPLORER],
-                "rounds": self.rounds, "accepted_updates": self.accepted_updates}
+                "rounds": self.rounds, "accepted_updates": self.accepted_updates, "started": self.started}
 
     def to_dict(self) -> dict:
-        return {**self.state(), "version": self.version, "started": self.started, "rounds": self.rounds,
-                "accepted_updates": self.accepted_updates}
+        """What a new leader resumes from (:meth:`restore`): the metrics' view is all of it."""
+        return self.state()
 
     def restore(self, d: dict) -> None:
         self.version, self.started = d.get("version"), d.get("started")
