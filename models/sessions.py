@@ -26,6 +26,7 @@ Readers that do not own the sessions (the serving endpoint) use no cache.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 import redis
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +51,7 @@ class SessionState:
     offset: int = -1      # after a crash) is answered again but does not step the state twice
     ranking: list[tuple[str, float]] | None = None  # W's top items (and Q) after the last click
     ranking_version: str | None = None               # the model version that ranked them
+    events: list[str] = field(default_factory=list)  # the last event ids applied: a repeat is a duplicate
 
 
 #: SET key value EX ttl for every key, as one command: a batch's states cost the client one command to pack and
@@ -118,20 +122,27 @@ class SessionStore:
         """The fields as orjson, then a zero byte (JSON never holds a raw one), then the hidden state's float32 bytes."""
         meta = orjson.dumps({"items": s.items[-self.max_items:], "n": s.clicks, "t0": s.first_ts, "t1": s.last_ts,
                              "tp": s.prev_ts, "v": s.version, "p": s.partition, "o": s.offset, "r": s.ranking,
-                             "rv": s.ranking_version})
+                             "rv": s.ranking_version, "e": s.events or None})
         hidden = b"" if s.hidden is None else np.asarray(s.hidden, dtype=np.float32).tobytes()
         return meta + b"\0" + hidden
 
     @staticmethod
     def _decode(blob: bytes | None) -> SessionState | None:
+        """The stored state, or None for a missing key or one that does not decode (written by something else, or
+        damaged: that session starts again rather than failing the whole batch of other sessions with it)."""
         if not blob:
             return None
-        meta, _, h = blob.partition(b"\0")
-        m = orjson.loads(meta)
-        r = m.get("r")
-        return SessionState(
-            items=m["items"], hidden=np.frombuffer(h, dtype=np.float32).copy() if h else None, version=m.get("v"),
-            clicks=m.get("n", 0), first_ts=m.get("t0", 0.0), last_ts=m.get("t1", 0.0), prev_ts=m.get("tp"),
-            partition=m.get("p", -1), offset=m.get("o", -1), ranking=[(i, q) for i, q in r] if r else None,
-            ranking_version=m.get("rv"),
-        )
+        try:
+            meta, _, h = blob.partition(b"\0")
+            m = orjson.loads(meta)
+            r = m.get("r")
+            hidden = np.frombuffer(h, dtype=np.float32).copy() if h else None
+            return SessionState(
+                items=[str(i) for i in m["items"]], hidden=hidden, version=m.get("v"),
+                clicks=int(m.get("n", 0)), first_ts=m.get("t0", 0.0), last_ts=m.get("t1", 0.0), prev_ts=m.get("tp"),
+                partition=m.get("p", -1), offset=m.get("o", -1), ranking=[(i, q) for i, q in r] if r else None,
+                ranking_version=m.get("rv"), events=m.get("e") or [],
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            log.warning("a stored session state does not decode (%s); the session starts again", err)
+            return None

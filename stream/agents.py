@@ -1,11 +1,13 @@
 """Stream agents: clicks in, slates (or dead letters) out; outcomes and ticks to the model-lifecycle controller.
 
 ``AnswerClicks`` reads ``clicks`` in micro-batches (whatever librdkafka has fetched, ``stream/intake.py``),
-validates each record (a malformed one goes to ``dead-letters`` with its reason and the worker keeps
-running) and answers every valid click with one slate on ``recommendations``, ranked by
-:class:`stream.online.OnlineRecommender`.  If ranking a batch fails (Redis unreachable, say), the batch
-is still answered, with recently popular items.  A batch's slates, dead letters and DBGD feedback go
-out together, and its clicks count as done once all of them are on the broker.
+validates each record (a malformed one, or one dated too far in the future, goes to ``dead-letters``
+with its reason and the worker keeps running) and answers every valid click with one slate on
+``recommendations``, ranked by :class:`stream.online.OnlineRecommender`; a click repeating an
+``event_id`` its session already applied gets none.  If session state is unavailable (Redis down or
+slow) the batch is answered with recently popular items marked ``fallback`` and its clicks are applied
+later (:meth:`AnswerClicks.catch_up`).  A batch's slates, dead letters and DBGD feedback go out in one
+transaction with its offsets (``stream/delivery.py``).
 
 ``control`` consumes the single-partition ``dbgd-feedback`` topic, so one worker (the leader) feeds
 every interleaving outcome, and every worker's timer tick, to the model-lifecycle controller
@@ -29,7 +31,7 @@ from confluent_kafka import Message
 
 from models.registry import ModelRegistry
 from stream.app import app, settings
-from stream.intake import ClickIntake, Outgoing
+from stream.intake import ClickIntake, Handled, Outgoing
 from stream.control.controller import Controller
 from stream.control.store import RedisControlStore
 from stream.metrics import OnlineMetrics
@@ -83,32 +85,61 @@ class AnswerClicks(ClickIntake):
         """The sessions' states this worker kept may be stale now: read them from Redis again."""
         recommender.sessions.forget()
 
-    def handle(self, messages: Sequence[Message]) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        valid: list[tuple[Message, Click]] = []
-        for m in messages:
-            try:
-                valid.append((m, decode_click(m.value(), settings.max_event_bytes)))
-            except InvalidRecord as err:
-                out.append((DEAD_LETTERS_TOPIC, m.key(), _dead_letter(m, str(err))))
+    def handle(self, messages: Sequence[Message], use_state: bool) -> Handled:
+        done = Handled()
+        valid = self._valid(messages, done.out)
         if not valid:
-            return out
+            return done
         started = time.perf_counter()
         clicks = [c for _, c in valid]
         produced = [m.timestamp()[1] / 1000.0 for m, _ in valid]
-        try:
-            offsets = [(m.partition(), m.offset()) for m, _ in valid]
-            slates, feedback = recommender.process(clicks, produced, offsets)
-        except Exception:  # noqa: BLE001 - degrade, do not stop: answer with popular items
-            log.exception("ranking a batch of %d clicks failed; answering with popular items", len(clicks))
+        slates, feedback = None, None
+        if use_state:
+            try:
+                offsets = [(m.partition(), m.offset()) for m, _ in valid]
+                slates, feedback = recommender.process(clicks, produced, offsets)
+            except Exception:  # noqa: BLE001 - degrade, do not stop: answer with popular items, apply later
+                log.exception("ranking a batch of %d clicks failed; answering with popular items", len(clicks))
+                done.failed = True
+        if slates is None:
             now = time.time()
-            slates, feedback = [recommender.popular_slate(c, p, now) for c, p in zip(clicks, produced)], None
-        out.extend((RECOMMENDATIONS_TOPIC, m.key(), s.model_dump_json().encode()) for (m, _), s in zip(valid, slates))
-        out.extend((FEEDBACK_TOPIC, None, json.dumps(f).encode()) for f in (feedback.as_messages() if feedback else []))
-        _observe(clicks, produced, slates)
+            slates = [recommender.popular_slate(c, p, now, fallback=True) for c, p in zip(clicks, produced)]
+            done.held = [m for m, _ in valid]
+            prometheus.fallbacks.inc(len(slates))
+        answered = [(m, s) for (m, _), s in zip(valid, slates) if s is not None]
+        done.out.extend((RECOMMENDATIONS_TOPIC, m.key(), s.model_dump_json().encode()) for m, s in answered)
+        done.out.extend((FEEDBACK_TOPIC, None, json.dumps(f).encode())
+                        for f in (feedback.as_messages() if feedback else []))
+        if len(answered) < len(valid):
+            log.info("%d duplicate events (an event_id already applied) got no second slate", len(valid) - len(answered))
+            prometheus.duplicates.inc(len(valid) - len(answered))
+        _observe(clicks, produced, [s for _, s in answered])
         prometheus.batch_clicks.observe(len(clicks))
         prometheus.batch_seconds.observe(time.perf_counter() - started)
-        return out
+        return done
+
+    def catch_up(self, messages: Sequence[Message]) -> None:
+        """Apply held clicks to session state, in order (they were answered with fallbacks)."""
+        valid = self._valid(messages, [])
+        if valid:
+            recommender.process([c for _, c in valid], [m.timestamp()[1] / 1000.0 for m, _ in valid],
+                                [(m.partition(), m.offset()) for m, _ in valid], answer=False)
+
+    @staticmethod
+    def _valid(messages: Sequence[Message], out: list[Outgoing]) -> list[tuple[Message, Click]]:
+        """The messages that decode to valid clicks; a dead letter into ``out`` for each of the others."""
+        valid: list[tuple[Message, Click]] = []
+        latest = time.time() + settings.max_future_skew_s
+        for m in messages:
+            try:
+                click = decode_click(m.value(), settings.max_event_bytes)
+                if click.ts > latest:
+                    raise InvalidRecord(f"ts {click.ts:.3f} is {click.ts - time.time():.0f} s in the future (more "
+                                        f"than max_future_skew_s={settings.max_future_skew_s:g})")
+                valid.append((m, click))
+            except InvalidRecord as err:
+                out.append((DEAD_LETTERS_TOPIC, m.key(), _dead_letter(m, str(err))))
+        return valid
 
 
 def _dead_letter(m: Message, reason: str) -> bytes:

@@ -48,6 +48,11 @@ def _fetch_wait(max_wait_ms: int) -> None:
     rounds set the pace.  Clicks now come through ``stream/intake.py`` (librdkafka, which gets the
     same setting); Faust's consumer still reads ``dbgd-feedback``, whose outcomes should reach the
     leader promptly too.
+
+    The same consumer reads ``dbgd-feedback``, which workers write in transactions with their clicks'
+    offsets (``stream/delivery.py``): it reads committed records only, so an aborted batch's outcomes
+    never reach the controller.  (Faust chooses read_committed only for its own exactly-once mode,
+    which would make every agent transactional.)
     """
     from faust.transport.drivers import aiokafka as driver
 
@@ -56,6 +61,7 @@ def _fetch_wait(max_wait_ms: int) -> None:
     def create_worker_consumer(self, transport):  # noqa: ANN001, ANN202 - Faust's signature
         consumer = create(self, transport)
         consumer._fetch_max_wait_ms = max_wait_ms  # read by aiokafka when the consumer starts its fetcher
+        consumer._isolation_level = "read_committed"  # likewise
         return consumer
 
     driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer

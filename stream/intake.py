@@ -10,41 +10,43 @@ has already fetched: :class:`ClickIntake` takes everything queued (up to ``batch
 ``consume`` call, hands it to :meth:`ClickIntake.handle`, and produces what that returns.
 librdkafka fetches, parses and sends in its own C threads, outside the GIL the ranking needs.
 
-Nothing is lost, and a click counts as done only once its answers are on the broker
-(at-least-once, as Faust's ``at_least_once`` guarantee gave):
+Nothing is lost or doubled (``stream/delivery.py`` says how each guarantee is kept):
 
-* offsets are *stored* only after every record a batch produced (slates, dead letters, DBGD
-  feedback) is acknowledged by the broker, and in batch order, so a later batch's acknowledgement
-  never commits past an earlier batch still in flight; librdkafka commits stored offsets every
-  quarter second, on a rebalance and on close;
-* before partitions are revoked (a worker joins or leaves), the producer is flushed and the
-  offsets committed, so the next owner starts exactly after the last answered click;
-* a record the producer gives up on is produced again (idempotent producer, so the broker keeps
-  order and drops duplicates of its own retries); after a crash the clicks since the last commit
-  are read again and the session store recognises them (``OnlineRecommender`` offsets).
+* a batch's answers and its offsets reach the broker together, in one transaction
+  (``exactly_once``), or the offsets are stored only after the answers are acknowledged
+  (``at_least_once``); before partitions are revoked everything sent is on the broker;
+* **no commit without applying**: when session state cannot be written (Redis down or slow), the
+  batch is answered with fallback slates (``fallback: true``) and its clicks wait in a backlog; no
+  offset is committed while the backlog holds anything; a :class:`~stream.breaker.Breaker` spaces the
+  retries, so an outage costs each batch no Redis timeout; once Redis answers, the backlog is applied in
+  order (state only, the clicks were answered) and the offsets commit.  Past ``max_backlog_clicks`` the
+  worker stops reading until then.
 
 The service runs inside the Faust worker (``@app.service``), on its event loop: between batches the
 loop runs Faust's timers and agents (metrics, the controller).  Waiting for the first click of a
 batch happens in a thread (``poll``), so an idle worker blocks nothing.
 """
 
+
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from mode import Service
 
+from stream.breaker import Breaker
+from stream.delivery import Aborted, AtLeastOnce, Delivery, Outgoing, Transactional, transactional_id
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: (topic, key, value): one record a batch produces
-Outgoing = tuple[str, bytes | None, bytes]
+__all__ = ["ClickIntake", "Handled", "Outgoing", "clicks_group"]
 
 
 def clicks_group(settings: Settings) -> str:
@@ -52,26 +54,20 @@ def clicks_group(settings: Settings) -> str:
     return f"{settings.app_id}-clicks"
 
 
-class _Batch:
-    """One batch's offsets to store once all ``pending`` records it produced are acknowledged."""
+@dataclass
+class Handled:
+    """What :meth:`ClickIntake.handle` made of a batch: the records to produce, the valid clicks whose session state
+    was not applied (answered with fallbacks; they go to the backlog), and whether the state store failed."""
 
-    __slots__ = ("offsets", "pending", "retry")
-
-    def __init__(self, offsets: list[TopicPartition], retry: list) -> None:
-        self.offsets, self.pending, self.retry = offsets, 0, retry
-
-    def delivered(self, err: KafkaError | None, msg: Message) -> None:
-        """librdkafka's delivery report (called from ``producer.poll``/``flush`` in the caller's thread)."""
-        if err is None:
-            self.pending -= 1
-        else:  # librdkafka gave up (message.timeout.ms): produce it again, the batch stays pending
-            self.retry.append((msg.topic(), msg.key(), msg.value(), self, str(err)))
+    out: list[Outgoing] = field(default_factory=list)
+    held: list[Message] = field(default_factory=list)
+    failed: bool = False
 
 
 class ClickIntake(Service):
     """Consume ``topic`` in fetch-sized batches, answer each with :meth:`handle`, produce the answers.
 
-    Subclass it and set ``topic``, ``settings`` and :meth:`handle`; register the subclass with
+    Subclass it and set ``topic``, ``settings``, :meth:`handle` and :meth:`catch_up`; register the subclass with
     ``@app.service`` so it starts and stops with the Faust worker.
     """
 
@@ -80,8 +76,13 @@ class ClickIntake(Service):
     running: ClickIntake | None = None
     poll_s: float = 0.1  # an idle wait is cut into slices this long, so stopping is prompt
 
-    def handle(self, messages: Sequence[Message]) -> list[Outgoing]:
-        """Answer a batch (messages without errors, in partition order): the records to produce for it."""
+    def handle(self, messages: Sequence[Message], use_state: bool) -> Handled:
+        """Answer a batch (messages without errors, in partition order).  With ``use_state`` False (the breaker is
+        open, or older clicks wait in the backlog) answer without touching session state and hold every valid click."""
+        raise NotImplementedError
+
+    def catch_up(self, messages: Sequence[Message]) -> None:
+        """Apply held clicks to session state, in order, without answering them (they were); raise if it fails."""
         raise NotImplementedError
 
     def partitions_changed(self) -> None:
@@ -90,34 +91,50 @@ class ClickIntake(Service):
 
     def __post_init__(self) -> None:
         s = self.settings
+        exactly_once = s.processing_guarantee == "exactly_once"
         self.consumer = Consumer({
             "bootstrap.servers": s.kafka, "group.id": clicks_group(s), "client.id": f"{s.app_id}-clicks",
             "auto.offset.reset": s.auto_offset_reset,
-            "enable.auto.commit": True, "auto.commit.interval.ms": 250,  # a crash redelivers ~0.25 s
-            "enable.auto.offset.store": False,  # stored by _settle, after the answers are acknowledged
+            "isolation.level": "read_committed",
+            "enable.auto.commit": not exactly_once, "auto.commit.interval.ms": 250,  # a crash redelivers ~0.25 s
+            "enable.auto.offset.store": False,  # stored by the delivery, after the answers are acknowledged
             "fetch.wait.max.ms": s.fetch_max_wait_ms,
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000,  # a dead worker's clicks move on in ~10 s
             "queued.max.messages.kbytes": 16_384,  # prefetch at most 16 MiB per worker
         })
-        self.producer = Producer({
+        producer = {
             "bootstrap.servers": s.kafka, "client.id": f"{s.app_id}-slates",
             "enable.idempotence": True,  # acks=all, ordered retries without duplicates
             "linger.ms": 2,
             "partitioner": "murmur2_random",  # the Java client's partitioner: a session's slates on one partition
-        })
-        self._pending: deque[_Batch] = deque()
-        self._retry: list = []
+        }
+        if exactly_once:
+            producer.update({"transactional.id": transactional_id(s.app_id, Path(s.data_dir) / "transactional-ids"),
+                             "transaction.timeout.ms": s.transaction_timeout_ms})
+        self.producer = Producer(producer)
+        self.delivery: Delivery | None = None
+        self._exactly_once = exactly_once
+        self.breaker = Breaker(s.state_retry_s, s.state_retry_max_s)
+        self._backlog: list[Message] = []
+        self._done: dict[int, int] = {}  # partition -> next offset, answered and not yet committed
+        self._paused = False
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="clicks-poll")
-        self._done = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._looping = False  # _run started (it does not when the worker stops during start-up)
         type(self).running = self  # the metrics timer asks the running intake for its lag
 
     # ------------------------------------------------------------------ the loop
 
     async def on_start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._exactly_once:  # init_transactions waits for the broker: not on the event loop
+            self.delivery = await loop.run_in_executor(self._thread, Transactional, self.producer, self.consumer)
+        else:
+            self.delivery = AtLeastOnce(self.producer, self.consumer)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
-        log.info("consuming %s in group %s", self.topic, clicks_group(self.settings))
+        log.info("consuming %s in group %s (%s)", self.topic, clicks_group(self.settings),
+                 self.settings.processing_guarantee)
 
     @Service.task
     async def _run(self) -> None:
@@ -128,58 +145,100 @@ class ClickIntake(Service):
             while not self.should_stop:
                 messages = self.consumer.consume(size, 0)  # whatever is fetched already, without waiting
                 if not messages:
-                    self._settle()
+                    await self._idle()
                     first = await loop.run_in_executor(self._thread, self.consumer.poll, self.poll_s)
                     if first is None:
                         continue
                     messages = [first, *self.consumer.consume(size - 1, 0)]
-                self._answer(messages)
+                await self._answer(messages)
                 await asyncio.sleep(0)  # Faust's timers and agents get the loop between batches
         finally:
-            self._done.set()
+            self._stopped.set()
 
-    def _answer(self, messages: list[Message]) -> None:
-        good, last = [], {}
+    async def _answer(self, messages: list[Message]) -> None:
+        good = []
         for m in messages:
             err = m.error()
             if err is not None:
                 log.warning("consumer error on %s: %s", self.topic, err)
                 continue
             good.append(m)
-            last[m.partition()] = m.offset()
+            self._done[m.partition()] = m.offset() + 1
         if not good:
             return
-        batch = _Batch([TopicPartition(self.topic, p, o + 1) for p, o in last.items()], self._retry)
-        out = self.handle(good)
-        self._pending.append(batch)
-        for topic, key, value in out:
-            self._produce(topic, key, value, batch)
-        self._settle()
+        self._catch_up_if_due()
+        use_state = not self._backlog and self.breaker.allow()
+        handled = self.handle(good, use_state)
+        if use_state:
+            self.breaker.failure() if handled.failed else self.breaker.success()
+        if handled.held:
+            self._hold(handled.held)
+        await self._send(handled.out)
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes, batch: _Batch) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key, on_delivery=batch.delivered)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain it
-                self.producer.poll(0.05)
-        batch.pending += 1
+    async def _idle(self) -> None:
+        """Between batches when nothing new came: deliveries, a due catch-up, the offsets it freed."""
+        self.delivery.settle()
+        if self._backlog and self._catch_up_if_due() and self._done:
+            await self._send([])
 
-    def _settle(self) -> None:
-        """Serve delivery reports, re-send what failed, and store the offsets of finished batches, in order."""
-        self.producer.poll(0)
-        while self._retry:
-            retry, self._retry[:] = list(self._retry), []
-            for topic, key, value, batch, why in retry:
-                log.error("%s was not delivered (%s); producing it again", topic, why)
-                batch.pending -= 1
-                self._produce(topic, key, value, batch)
-        while self._pending and self._pending[0].pending == 0:
-            batch = self._pending.popleft()
-            try:
-                self.consumer.store_offsets(offsets=batch.offsets)
-            except KafkaException as err:  # its partitions were revoked meanwhile: the next owner reads them again
-                log.info("offsets of a finished batch not stored: %s", err)
+    async def _send(self, out: list[Outgoing]) -> None:
+        """Produce a batch's answers, with the offsets answered so far unless the backlog holds clicks back."""
+        offsets = None
+        if not self._backlog and self._done:
+            offsets = [TopicPartition(self.topic, p, o) for p, o in self._done.items()]
+            self._done = {}
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self.delivery.send, out, offsets)
+        except Aborted:
+            self._rewind()
+
+    def _hold(self, held: list[Message]) -> None:
+        self._backlog.extend(held)
+        if len(self._backlog) >= self.settings.max_backlog_clicks and not self._paused:
+            log.error("%d clicks wait for session state; reading stops until Redis is back", len(self._backlog))
+            self.consumer.pause(self.consumer.assignment())
+            self._paused = True
+
+    def _catch_up_if_due(self) -> bool:
+        """Apply the backlog if the breaker allows a try; True when the backlog is empty afterwards."""
+        if not self._backlog:
+            return True
+        if not self.breaker.allow():
+            return False
+        try:
+            self.catch_up(self._backlog)
+        except Exception as err:  # noqa: BLE001 - still down: wait longer
+            self.breaker.failure()
+            log.warning("%d held clicks still wait for session state: %s", len(self._backlog), err)
+            return False
+        self.breaker.success()
+        log.info("applied %d held clicks to session state", len(self._backlog))
+        self._backlog = []
+        if self._paused:
+            self.consumer.resume(self.consumer.assignment())
+            self._paused = False
+        return True
+
+    def _rewind(self) -> None:
+        """After an aborted transaction: read again from the committed offsets, as a restarted worker would."""
+        parts = self.consumer.assignment()
+        for tp in self.consumer.committed(parts, timeout=30.0) if parts else []:
+            if tp.offset >= 0:
+                self.consumer.seek(tp)
+            else:  # nothing committed yet: from where auto.offset.reset starts
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=30.0)
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition,
+                                                  low if self.settings.auto_offset_reset == "earliest" else high))
+        self._forget_uncommitted("an aborted transaction")
+
+    def _forget_uncommitted(self, why: str) -> None:
+        if self._backlog:
+            log.warning("%d held clicks dropped after %s: they will be read and answered again", len(self._backlog),
+                        why)
+        self._backlog, self._done = [], {}
+        if self._paused:
+            self._paused = False  # the assignment changes, or the seek restarts the fetch; paused state goes too
+        self.partitions_changed()
 
     def lag(self, timeout: float = 2.0) -> int | None:
         """Clicks on this worker's partitions not yet handed to :meth:`handle`: each partition's high watermark
@@ -206,43 +265,48 @@ class ClickIntake(Service):
 
     # ------------------------------------------------------------------ rebalances and stopping
 
-    def _drain(self, timeout: float) -> None:
-        """Wait until every answer produced so far is acknowledged, and commit up to it."""
-        left = self.producer.flush(timeout)
-        self._settle()
-        if left:
-            log.error("%d answers still unacknowledged after %.0f s; their clicks will be read again", left, timeout)
-        try:
-            self.consumer.commit(asynchronous=False)
-        except KafkaException as err:
-            if err.args[0].code() != KafkaError._NO_OFFSET:
-                log.warning("committing offsets failed: %s", err)
-
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing")
         self.partitions_changed()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Called inside poll/consume before the partitions go to another worker: answers out, offsets in."""
+        """Called inside poll/consume before the partitions go to another worker: answers out, offsets in.  Clicks
+        still held for session state cannot be committed; the next owner reads them again."""
         log.info("revoking %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing")
-        self._drain(30.0)
-        self.partitions_changed()
+        if self.delivery is not None:
+            if not self._backlog and self._done:
+                self._commit_done()
+            self.delivery.drain(30.0)
+        self._forget_uncommitted("a rebalance")
+
+    def _commit_done(self) -> None:
+        offsets = [TopicPartition(self.topic, p, o) for p, o in self._done.items()]
+        self._done = {}
+        try:
+            self.delivery.send([], offsets)
+        except Aborted:
+            log.warning("the offsets of answered clicks were not committed; they will be answered again")
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("lost %s (session timed out): their clicks since the last commit will be answered again",
                     ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
-        self.partitions_changed()
+        self._forget_uncommitted("losing the partitions")
 
     async def on_stop(self) -> None:
         """Let the running batch finish, then deliver its answers, commit, and leave the group."""
         try:
             if self._looping:
-                await asyncio.wait_for(self._done.wait(), timeout=30.0)
+                await asyncio.wait_for(self._stopped.wait(), timeout=30.0)
         except asyncio.TimeoutError:
             log.error("the clicks loop did not stop within 30 s")
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=False)
 
     def _close(self) -> None:
-        self._drain(30.0)
+        if self.delivery is not None:
+            if self._backlog:
+                self._catch_up_if_due()
+            if not self._backlog and self._done:
+                self._commit_done()
+            self.delivery.drain(30.0)
         self.consumer.close()

@@ -145,62 +145,110 @@ class OnlineRecommender:
 
     # ------------------------------------------------------------------ the batch
 
-    def process(self, clicks: list[Click], produced_at: list[float],
-                offsets: list[tuple[int, int]] | None = None) -> tuple[list[Recommendation], Feedback]:
+    def process(self, clicks: list[Click], produced_at: list[float], offsets: list[tuple[int, int]] | None = None,
+                answer: bool = True) -> tuple[list[Recommendation | None], Feedback]:
         """One slate per click, in the clicks' order, plus the DBGD feedback of this batch.
 
         ``offsets`` are the clicks' (partition, offset) in ``clicks``: a click at or before the
-        session's last applied offset is a redelivery (at-least-once after a crash) and is answered
-        from the stored state without stepping it again.
+        session's last applied offset is a redelivery (a crash, an aborted transaction) and is answered
+        from the stored state without stepping it again, counting it again, or crediting it again.  A
+        click repeating an ``event_id`` its session already applied is a duplicate: its slate is None.
+        With ``answer`` False the clicks are applied to session state and not answered (they were,
+        with fallbacks, while Redis was away): the slates are all None and the feedback empty.
+
+        Side effects outside the session states (item statistics, the click count, DBGD credit) follow
+        the state write, for the clicks it applied first: a batch that fails changes nothing but what
+        Redis kept, and its replay counts each click once.
         """
         offsets = offsets or [(-1, -1)] * len(clicks)
         self.refresh_model()
         feedback = Feedback()
         now = time.time()
-        for click in clicks:
-            self._credit(click, feedback)
-            self.stats.click(click.item_id, click.ts, from_slate=click.impression_id is not None)
         t = max(c.ts for c in clicks)
-        self.snapshot_stats(t)  # the statistics this batch is ranked with
         m = self.model  # one version for the whole batch, whatever the refresher swaps in meanwhile
         if m is None:
+            for click in clicks:
+                self._credit(click, feedback)
+                self.stats.click(click.item_id, click.ts, from_slate=click.impression_id is not None)
             self._count(len(clicks))
+            if not answer:
+                return [None] * len(clicks), Feedback()
             return [self.popular_slate(c, p, now) for c, p in zip(clicks, produced_at)], feedback
 
+        states = self.sessions.get_many(list({c.session_id: None for c in clicks}))
+        fresh, kept = self._classify(clicks, offsets, states)
+        self.snapshot_stats(t)  # the statistics this batch is ranked with
         rounds: list[list[int]] = []
         seen_in_batch: dict[str, int] = defaultdict(int)
-        for i, click in enumerate(clicks):
-            r = seen_in_batch[click.session_id]
-            seen_in_batch[click.session_id] += 1
+        for i in kept:
+            r = seen_in_batch[clicks[i].session_id]
+            seen_in_batch[clicks[i].session_id] += 1
             if r == len(rounds):
                 rounds.append([])
             rounds[r].append(i)
-        states = self.sessions.get_many(list(seen_in_batch))
         last = torch.empty(len(clicks), m.emb.shape[1])
         contexts: list[list[float]] = [[]] * len(clicks)
         seen: list[list[str]] = [[]] * len(clicks)
         for idx in rounds:  # one batched GRU step per round; order within each session holds
-            self._step(m, [clicks[i] for i in idx], [offsets[i] for i in idx], states, idx, last, contexts, seen)
-        ranked = rank_batch(m, last, contexts, seen, self.stats, t, self.params, explore=self.s.explore,
-                            depth=self.depth)
-        if self.s.session_ranking_items:  # W's ranking after each session's last click, for the serving endpoint
+            self._step(m, [clicks[i] for i in idx], [offsets[i] for i in idx], [fresh[i] for i in idx], states, idx,
+                       last, contexts, seen)
+        ranked = rank_batch(m, last[kept], [contexts[i] for i in kept], [seen[i] for i in kept], self.stats, t,
+                            self.params, explore=self.s.explore, depth=self.depth) if kept else None
+        if ranked is not None and self.s.session_ranking_items:  # W's ranking after each session's last click
             top = self.s.session_ranking_items
             q_top = ranked.q[:, 0, :top].tolist()
-            last_click = {click.session_id: b for b, click in enumerate(clicks)}  # a session's last click ranks it
+            last_click = {clicks[i].session_id: b for b, i in enumerate(kept)}  # a session's last click ranks it
             for sid, b in last_click.items():
                 st = states[sid]
                 st.ranking = list(zip(ranked.items(b, 0, top), q_top[b]))
                 st.ranking_version = m.name
-        pipe = self.sessions.r.pipeline(transaction=False)  # the states and the click count: one round trip
+        applied = [i for i in range(len(clicks)) if fresh[i]]
+        self._write(states, len(applied))
+        for i in applied:
+            self._credit(clicks[i], feedback)
+            self.stats.click(clicks[i].item_id, clicks[i].ts, from_slate=clicks[i].impression_id is not None)
+        if not answer or ranked is None:
+            return [None] * len(clicks), feedback if answer else Feedback()
+        slates: list[Recommendation | None] = [None] * len(clicks)
+        for i, slate in zip(kept, self._slates(m, [clicks[i] for i in kept], [produced_at[i] for i in kept], ranked,
+                                               feedback)):
+            slates[i] = slate
+        return slates, feedback
+
+    def _classify(self, clicks: list[Click], offsets: list[tuple[int, int]],
+                  states: dict[str, SessionState | None]) -> tuple[list[bool], list[int]]:
+        """Each click: fresh (to apply), a redelivery (to answer, not apply) or a duplicate event (neither).
+        Returns (fresh per click, the indices of the clicks to answer)."""
+        fresh, kept = [False] * len(clicks), []
+        ids: dict[str, set[str]] = {}
+        for i, (click, off) in enumerate(zip(clicks, offsets)):
+            st = states.get(click.session_id)
+            if self._redelivered(st, off):
+                kept.append(i)
+                continue
+            if click.event_id is not None:
+                known = ids.get(click.session_id)
+                if known is None:
+                    known = ids[click.session_id] = set(st.events) if st is not None else set()
+                if click.event_id in known:
+                    continue
+                known.add(click.event_id)
+            fresh[i] = True
+            kept.append(i)
+        return fresh, kept
+
+    def _write(self, states: dict[str, SessionState | None], applied: int) -> None:
+        """The states and the count of clicks applied: one round trip."""
+        pipe = self.sessions.r.pipeline(transaction=False)
         written = {sid: st for sid, st in states.items() if st is not None}
         self.sessions.put_many(written, pipe)
-        pipe.incrby(clicks_count(self.s.topic_prefix), len(clicks))
+        if applied:
+            pipe.incrby(clicks_count(self.s.topic_prefix), applied)
         try:
             pipe.execute()
         except Exception:
             self.sessions.forget(list(written))  # Redis stays the truth for these sessions
             raise
-        return self._slates(m, clicks, produced_at, ranked, feedback), feedback
 
     def _credit(self, click: Click, feedback: Feedback) -> None:
         if click.impression_id is None or click.position is None:
@@ -212,12 +260,12 @@ class OnlineRecommender:
         if click.position < len(teams) and items[click.position] == click.item_id:
             feedback.counts[version][teams[click.position]] += 1
 
-    def _step(self, m: LoadedModel, clicks: list[Click], offsets: list[tuple[int, int]], states: dict,
-              positions: list[int], last: torch.Tensor, contexts: list, seen: list) -> None:
+    def _step(self, m: LoadedModel, clicks: list[Click], offsets: list[tuple[int, int]], fresh: list[bool],
+              states: dict, positions: list[int], last: torch.Tensor, contexts: list, seen: list) -> None:
         """Advance a round's sessions by their click; record each click's final hidden state, context and history."""
         before = m.hidden([states.get(c.session_id) for c in clicks])
         hidden, _ = m.version.gru.step(before, m.indices([c.item_id for c in clicks]), score=False)
-        redelivered = [self._redelivered(states.get(c.session_id), off) for c, off in zip(clicks, offsets)]
+        redelivered = [not f for f in fresh]
         if any(redelivered):
             dup = torch.tensor(redelivered)
             hidden[:, dup] = before[:, dup]
@@ -237,6 +285,8 @@ class OnlineRecommender:
                 st.hidden = rows[b]
                 st.prev_ts = st.last_ts if st.clicks else None
                 st.version, st.clicks, st.last_ts = m.gru_version, st.clicks + 1, click.ts
+                if click.event_id is not None and self.s.event_id_memory:
+                    st.events = (st.events + [click.event_id])[-self.s.event_id_memory:]
                 states[click.session_id] = st
             seen[positions[b]] = list(states[click.session_id].items)
         last[positions] = hidden[-1]
@@ -258,7 +308,8 @@ class OnlineRecommender:
             shown.extend(items)
             slates.append(Recommendation(
                 session_id=clicks[b].session_id, impression_id=imp, items=items, scores=scores, teams=teams,
-                model_version=m.name, source="stream", ts=now, latency_ms=max(0.0, (now - produced_at[b]) * 1000)))
+                model_version=m.name, source="stream", ts=now, latency_ms=max(0.0, (now - produced_at[b]) * 1000),
+                event_id=clicks[b].event_id))
         if slates:
             feedback.counts[m.name]["impressions"] += len(slates)
         self.stats.shown(shown)
@@ -290,10 +341,11 @@ class OnlineRecommender:
     def _redelivered(st: SessionState | None, offset: tuple[int, int]) -> bool:
         return st is not None and offset[0] >= 0 and st.partition == offset[0] and offset[1] <= st.offset
 
-    def popular_slate(self, click: Click, produced_at: float, now: float) -> Recommendation:
-        """The recently popular items: the slate without a model, and the fallback when ranking fails."""
+    def popular_slate(self, click: Click, produced_at: float, now: float, fallback: bool = False) -> Recommendation:
+        """The recently popular items: the slate without a model, and the ``fallback`` when session state is away."""
         scored = popular_items(self.stats, click.ts, self.s.slate_size)
         return Recommendation(
             session_id=click.session_id, impression_id=new_impression_id(), items=[i for i, _ in scored],
             scores=[sc for _, sc in scored], model_version=POPULAR_VERSION,
-            source="stream", ts=now, latency_ms=max(0.0, (now - produced_at) * 1000))
+            source="stream", ts=now, latency_ms=max(0.0, (now - produced_at) * 1000), event_id=click.event_id,
+            fallback=fallback)

@@ -22,6 +22,10 @@ class WorkerPrometheus:
                                     ["team"], registry=r)
         self.dead_letters = Counter("streamrec_stream_dead_letters", "malformed clicks sent to dead-letters",
                                     registry=r)
+        self.fallbacks = Counter("streamrec_stream_fallback_slates", "slates answered without session state (Redis "
+                                 "unavailable); their clicks are applied once it is back", registry=r)
+        self.duplicates = Counter("streamrec_stream_duplicate_events", "clicks repeating an applied event_id, not "
+                                  "answered again", registry=r)
         self.latency = Histogram("streamrec_stream_click_to_slate_seconds", "click (Kafka produce) to slate",
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.batch_clicks = Histogram("streamrec_stream_batch_clicks", "clicks per micro-batch (small batches pay "

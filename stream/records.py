@@ -46,6 +46,8 @@ class Click(BaseModel):
     user_id: Id | None = None
     impression_id: Id | None = None
     position: int | None = Field(None, ge=0, le=10_000)
+    event_id: Id | None = Field(None, description="the sender's id for this event: a click repeating the id of one "
+                                "already applied to its session (a producer's or client's retry) gets no second slate")
 
 
 class Recommendation(BaseModel):
@@ -60,6 +62,9 @@ class Recommendation(BaseModel):
     source: Literal["stream", "serving"]
     ts: float
     latency_ms: float
+    event_id: str | None = Field(None, description="the answered click's event_id")
+    fallback: bool = Field(False, description="answered without the session's state (Redis unavailable): recently "
+                           "popular items; the click is applied to the state once Redis is back")
 
 
 class DeadLetter(BaseModel):

@@ -41,6 +41,22 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(16_384, ge=256, description="larger click records are dead-lettered")
     dead_letter_raw_bytes: int = Field(65_536, ge=256, description="bytes of the raw record kept in a dead letter")
     auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$")
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once", description="exactly_once: a batch's slates, dead letters and DBGD feedback are committed in "
+        "one Kafka transaction with its click offsets (readers use read_committed); at_least_once: offsets are "
+        "committed after the answers are acknowledged, and a crash answers the clicks since the last commit again")
+    transaction_timeout_ms: int = Field(10_000, ge=1000, description="a transaction a dead worker left open is "
+                                        "aborted by the broker after this long (sooner if the worker restarts)")
+    max_future_skew_s: float = Field(300.0, ge=0, description="a click whose ts is further in the future than this "
+                                     "is dead-lettered (it would freeze the popular-items clock)")
+    state_retry_s: float = Field(0.5, gt=0, description="first wait before session state is tried again after Redis "
+                                 "failed (doubling up to state_retry_max_s); clicks meanwhile get fallback slates and "
+                                 "their offsets wait until their state is applied")
+    state_retry_max_s: float = Field(8.0, gt=0)
+    max_backlog_clicks: int = Field(50_000, ge=1, description="clicks answered with fallbacks and not yet applied to "
+                                    "session state; beyond this the worker stops reading until Redis is back")
+    event_id_memory: int = Field(32, ge=0, description="event ids remembered per session: a click repeating one is a "
+                                 "duplicate and gets no second slate")
     torch_threads: int = Field(1, ge=1, description="torch threads per worker: a second thread made a batch faster "
                                "but spun on the core Kafka needs (1.03 vs 0.74 CPU-ms per click, bench/stream_throughput)")
     event_loop: Literal["uvloop", "asyncio"] = Field(

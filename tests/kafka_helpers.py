@@ -50,7 +50,7 @@ def consume(bootstrap: str, topics: list[str], until: Callable[[dict[str, list]]
     """
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
+        "enable.auto.commit": False, "isolation.level": "read_committed",  # what the workers' readers see
     })
     consumer.subscribe(topics)
     received: dict[str, list] = {t: [] for t in topics}

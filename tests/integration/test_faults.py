@@ -1,7 +1,9 @@
 """Faults with real processes on loopback, bounded in time: a killed worker, a restarted broker, bad input.
 
-Every click must be answered at least once (duplicates are counted and reported, not hidden); every
-malformed record ends in ``dead-letters`` with its reason; the worker keeps running.
+Every click must be answered; under ``exactly_once`` (the default) exactly once, as a read_committed
+reader sees it, and every side effect (session state, the click count, DBGD impressions) counted once;
+under ``at_least_once`` duplicates are counted and reported, not hidden.  Every malformed record ends in
+``dead-letters`` with its reason; the worker keeps running.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import Counter
 
 import pytest
 import redis
+import torch
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -24,7 +27,7 @@ from models.__main__ import publish_first_version
 from models.registry import ModelRegistry, version_number
 from models.sessions import SessionStore
 from serving.app import create_app
-from stream.keys import control_state
+from stream.keys import clicks_count, control_state
 from stream.settings import Settings
 from stream.topics import ensure_topics
 from tests.kafka_helpers import ServiceProcess, consume, produce
@@ -54,36 +57,57 @@ def _scripted_sessions(tiny_gru, seed: int, n: int, prefix: str) -> tuple[dict[s
     return sessions, records
 
 
-def test_kill_9_under_load_every_click_answered_and_states_consistent(services, topics, stream_env, tmp_path,
-                                                                      tiny_gru, record_property):
+def _replayed_offline(client: redis.Redis, registry: ModelRegistry, sessions: dict[str, list[str]], topics: str) -> None:
+    """Each session's stored state equals an offline replay of its clicks: items, count and the GRU's hidden state
+    from stepping them once each (the model's own re-encoding from scratch)."""
+    from models.recommend import ModelCache
+    from models.sessions import SessionState
+
+    model = ModelCache(registry).refresh(force=True)
+    states = SessionStore(client, topics).get_many(list(sessions))
+    for s, its in sessions.items():
+        st = states[s]
+        assert st is not None and st.items == its and st.clicks == len(its), (s, st and st.items, its)
+        stored, replayed = model.hidden([st]), model.hidden([SessionState(items=its, version=None)])
+        assert torch.allclose(stored, replayed, atol=1e-5), f"{s}: stored hidden state differs from the replay"
+
+
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+def test_kill_9_under_load_every_click_answered_once_and_states_equal_a_replay(services, topics, stream_env, tmp_path,
+                                                                               tiny_gru, record_property, guarantee):
     client = redis.Redis.from_url(services.redis)
-    publish_first_version(ModelRegistry(client, namespace=topics), tiny_gru)
+    registry = ModelRegistry(client, namespace=topics)
+    publish_first_version(registry, tiny_gru)
     sessions, records = _scripted_sessions(tiny_gru, seed=4, n=400, prefix="k")
-    env = dict(stream_env, STREAMREC_BATCH_SIZE="64")
+    env = dict(stream_env, STREAMREC_BATCH_SIZE="64", STREAMREC_PROCESSING_GUARANTEE=guarantee)
     worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
     sender = threading.Thread(target=lambda: [produce(services.kafka, f"{topics}clicks", records[i: i + 100]) or
                                               time.sleep(0.1) for i in range(0, len(records), 100)])
+    slates, feedback = f"{topics}recommendations", f"{topics}dbgd-feedback"
     try:
         sender.start()
-        consume(services.kafka, [f"{topics}recommendations"], timeout=60,
-                until=lambda r: len(r[f"{topics}recommendations"]) >= len(records) // 3)
+        consume(services.kafka, [slates], timeout=60, until=lambda r: len(r[slates]) >= len(records) // 3)
         worker.kill9()  # mid-stream, with clicks still arriving
         worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker2.log").start()
         sender.join(timeout=60)
         per_session = Counter(key.decode() for key, _ in records)
-        got = consume(services.kafka, [f"{topics}recommendations"], timeout=180, settle=2.0,
-                      until=lambda r: _answered(r[f"{topics}recommendations"], per_session)[0] == 0)
+        got = consume(services.kafka, [slates, feedback], timeout=180, settle=3.0,
+                      until=lambda r: _answered(r[slates], per_session)[0] == 0)
         assert worker.alive(), worker.log()[-2000:]
     finally:
         worker.stop()
-    short, duplicates = _answered(got[f"{topics}recommendations"], per_session)
+    short, duplicates = _answered(got[slates], per_session)
     assert short == 0, f"{short} sessions have clicks without a slate"
     record_property("duplicate_slates", duplicates)
-    print(f"\n[kill -9] {len(records)} clicks, {duplicates} duplicate slates "
-          f"({100 * duplicates / len(records):.1f}% redelivered after the crash)")
-    states = SessionStore(client, topics).get_many(list(sessions))
-    for s, its in sessions.items():  # redelivered clicks did not step a session twice
-        assert states[s] is not None and states[s].items == its and states[s].clicks == len(its), s
+    print(f"\n[kill -9, {guarantee}] {len(records)} clicks, {duplicates} duplicate slates")
+    _replayed_offline(client, registry, sessions, topics)  # redelivered clicks did not step a session twice
+    assert int(client.get(clicks_count(topics))) == len(records), "a redelivered click was counted twice"
+    impressions = sum(value.get("impressions", 0) for _, value, *_ in got[feedback])
+    if guarantee == "exactly_once":
+        assert duplicates == 0, f"{duplicates} clicks were answered twice under exactly-once"
+        assert impressions == len(got[slates]) == len(records), (impressions, len(got[slates]))
+    else:  # the redelivered clicks' slates are counted as shown, as they were
+        assert impressions == len(got[slates]), (impressions, len(got[slates]))
 
 
 def test_a_worker_joining_and_another_leaving_hand_over_without_loss_or_duplicates(services, topics, stream_env,
