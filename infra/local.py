@@ -115,8 +115,10 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-def wait_for_kafka(bootstrap: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    """Block until a metadata request to ``bootstrap`` succeeds."""
+def wait_for_kafka(bootstrap: str, timeout: float = 60.0, proc: subprocess.Popen | None = None,
+                   brokers: int = 1) -> None:
+    """Block until a metadata request to ``bootstrap`` succeeds and lists at least ``brokers`` brokers (a cluster's
+    clients see a broker change right after start otherwise, which fails requests in flight)."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000})
@@ -127,7 +129,7 @@ def wait_for_kafka(bootstrap: str, timeout: float = 60.0, proc: subprocess.Popen
             raise RuntimeError(f"Kafka exited with code {proc.returncode} while starting")
         try:
             md = admin.list_topics(timeout=2)
-            if md.brokers:
+            if len(md.brokers) >= brokers:
                 return
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
             last = exc
@@ -137,36 +139,78 @@ def wait_for_kafka(bootstrap: str, timeout: float = 60.0, proc: subprocess.Popen
 
 def start_kafka(state_dir: Path, port: int | None = None, timeout: float = 90.0) -> Service:
     """Format KRaft storage and start one broker+controller on 127.0.0.1; return when it answers."""
-    libs = kafka_libs()
     port = port or free_port()
-    controller_port = free_port()
-    work = Path(state_dir) / f"kafka-{port}"
-    data_dir = work / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    props = work / "server.properties"
+    node = _Node(1, port, free_port(), Path(state_dir) / f"kafka-{port}")
+    return _start_nodes([node], _cluster_id(), timeout)[0]
+
+
+def start_kafka_cluster(state_dir: Path, brokers: int = 3, timeout: float = 120.0) -> list[Service]:
+    """``brokers`` KRaft nodes (each broker and controller) on loopback, formatted as one cluster: topics are
+    replicated to all of them with ``min.insync.replicas`` one less (2 of 3), so one node may die without losing an
+    acknowledged write or stopping producers.  Bootstrap with :func:`bootstrap` of the returned services."""
+    nodes = [_Node(n + 1, free_port(), free_port(), Path(state_dir) / f"kafka-node{n + 1}") for n in range(brokers)]
+    return _start_nodes(nodes, _cluster_id(), timeout)
+
+
+def restart_kafka_node(service: Service, timeout: float = 90.0) -> Service:
+    """Start a stopped node again on its own ports and data (its ``work`` folder holds the rendered config)."""
+    work = Path(service.data_dir).parent
+    proc = _launch(work)
+    wait_for_kafka(service.address, timeout=timeout, proc=proc)
+    return Service("kafka", proc.pid, service.address, service.log, service.version, service.data_dir)
+
+
+def bootstrap(services: list[Service]) -> str:
+    return ",".join(s.address for s in services if s.name == "kafka")
+
+
+@dataclass(frozen=True)
+class _Node:
+    node_id: int
+    port: int
+    controller_port: int
+    work: Path
+
+
+def _start_nodes(nodes: list[_Node], cluster_id: str, timeout: float) -> list[Service]:
+    libs = kafka_libs()
+    voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes)
+    replication, min_isr = len(nodes), max(1, len(nodes) - 1)
     template = (HERE / "kafka" / "server.properties.template").read_text()
-    props.write_text(template.format(port=port, controller_port=controller_port, data_dir=data_dir))
-    logfile = work / "kafka.log"
-    if not (data_dir / "meta.properties").exists():
-        subprocess.run(
-            # "--cluster-id=" form: a random id may start with "-", which a separate argument would make an option
-            _kafka_cmd(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}", "-c", str(props)),
-            check=True, stdout=subprocess.DEVNULL,
-        )
-    with open(logfile, "ab") as out:
-        proc = subprocess.Popen(
-            _kafka_cmd(libs, "kafka.Kafka", str(props)), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    bootstrap = f"127.0.0.1:{port}"
+    procs: list[subprocess.Popen] = []
     try:
-        wait_for_kafka(bootstrap, timeout=timeout, proc=proc)
+        for n in nodes:
+            data_dir = n.work / "data"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            props = n.work / "server.properties"
+            props.write_text(template.format(node_id=n.node_id, voters=voters, port=n.port,
+                                             controller_port=n.controller_port, data_dir=data_dir,
+                                             replication=replication, min_isr=min_isr))
+            if not (data_dir / "meta.properties").exists():
+                subprocess.run(  # "--cluster-id=" form: a random id may start with "-", which would read as an option
+                    _kafka_cmd(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
+                               str(props)), check=True, stdout=subprocess.DEVNULL)
+            procs.append(_launch(n.work))
+        for n, proc in zip(nodes, procs):  # a cluster node answers once a quorum of controllers is up
+            wait_for_kafka(f"127.0.0.1:{n.port}", timeout=timeout, proc=proc, brokers=len(nodes))
     except BaseException:
-        stop_pid(proc.pid)
+        for proc in procs:
+            stop_pid(proc.pid)
         raise
-    version = _read_kafka_version(logfile)
-    log.info("Apache Kafka %s (KRaft) up at %s, pid %d, log %s", version, bootstrap, proc.pid, logfile)
-    return Service("kafka", proc.pid, bootstrap, str(logfile), version, str(data_dir))
+    services = []
+    for n, proc in zip(nodes, procs):
+        version = _read_kafka_version(n.work / "kafka.log")
+        log.info("Apache Kafka %s (KRaft, node %d of %d) up at 127.0.0.1:%d, pid %d", version, n.node_id, len(nodes),
+                 n.port, proc.pid)
+        services.append(Service("kafka", proc.pid, f"127.0.0.1:{n.port}", str(n.work / "kafka.log"), version,
+                                str(n.work / "data")))
+    return services
+
+
+def _launch(work: Path) -> subprocess.Popen:
+    with open(work / "kafka.log", "ab") as out:
+        return subprocess.Popen(_kafka_cmd(kafka_libs(), "kafka.Kafka", str(work / "server.properties")), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _read_kafka_version(logfile: Path) -> str:
@@ -183,7 +227,16 @@ def redis_version(binary: str) -> str:
     return match.group(1) if match else "unknown"
 
 
-def start_redis(state_dir: Path, port: int | None = None, timeout: float = 20.0) -> Service:
+#: the memory bound of a Redis started here, and what goes when it is reached: only keys with a TTL (session states,
+#: finished retrain outcomes), nearest expiry first, i.e. the least recently active sessions.  The registry and the
+#: controller's state have no TTL and are never evicted: past the bound with nothing left to evict, writes fail
+#: loudly instead.
+REDIS_MAXMEMORY = os.environ.get("STREAMREC_REDIS_MAXMEMORY", "2gb")
+REDIS_EVICTION = "volatile-ttl"
+
+
+def start_redis(state_dir: Path, port: int | None = None, timeout: float = 20.0,
+                maxmemory: str = REDIS_MAXMEMORY) -> Service:
     """Start Debian's redis-server (7.x) on 127.0.0.1 with AOF persistence (``appendfsync everysec``).
 
     Redis holds what Kafka cannot rebuild: the model registry, the controller's state, the retrain
@@ -200,7 +253,7 @@ def start_redis(state_dir: Path, port: int | None = None, timeout: float = 20.0)
     proc = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(work), "--save", "",
          "--appendonly", "yes", "--appendfsync", "everysec", "--logfile", str(logfile), "--daemonize", "no",
-         "--protected-mode", "yes"],
+         "--protected-mode", "yes", "--maxmemory", maxmemory, "--maxmemory-policy", REDIS_EVICTION],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + timeout
@@ -258,14 +311,15 @@ def _state_file(state_dir: Path) -> Path:
     return Path(state_dir) / "services.json"
 
 
-def up(state_dir: Path, kafka_port: int | None, redis_port: int | None) -> list[Service]:
+def up(state_dir: Path, kafka_port: int | None, redis_port: int | None, brokers: int = 1) -> list[Service]:
     state_dir.mkdir(parents=True, exist_ok=True)
     if _state_file(state_dir).exists():
         running = [Service(**s) for s in json.loads(_state_file(state_dir).read_text())]
-        if all(_alive(s.pid) for s in running):
+        if all(_alive(s.pid) for s in running) and sum(s.name == "kafka" for s in running) == brokers:
             return running
         down(state_dir)
-    services = [start_kafka(state_dir, kafka_port), start_redis(state_dir, redis_port)]
+    kafka = [start_kafka(state_dir, kafka_port)] if brokers == 1 else start_kafka_cluster(state_dir, brokers)
+    services = [*kafka, start_redis(state_dir, redis_port)]
     _state_file(state_dir).write_text(json.dumps([asdict(s) for s in services], indent=2))
     return services
 
@@ -295,15 +349,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=Path(".run"))
     parser.add_argument("--kafka-port", type=int, default=None)
     parser.add_argument("--redis-port", type=int, default=None)
+    parser.add_argument("--brokers", type=int, default=1, choices=[1, 3],
+                        help="Kafka nodes: 1, or a 3-node KRaft cluster on loopback (replication factor 3, "
+                             "min.insync.replicas 2)")
     args = parser.parse_args(argv)
     try:
         if args.command == "jars":
             print(kafka_libs())
         elif args.command == "up":
-            services = up(args.state_dir.resolve(), args.kafka_port, args.redis_port)
-            by_name = {s.name: s for s in services}
-            print(f"STREAMREC_KAFKA={by_name['kafka'].address}  # Apache Kafka {by_name['kafka'].version}")
-            print(f"STREAMREC_REDIS={by_name['redis'].address}  # Redis {by_name['redis'].version}")
+            services = up(args.state_dir.resolve(), args.kafka_port, args.redis_port, args.brokers)
+            kafka = [s for s in services if s.name == "kafka"]
+            rds = next(s for s in services if s.name == "redis")
+            print(f"STREAMREC_KAFKA={bootstrap(kafka)}  # Apache Kafka {kafka[0].version}, {len(kafka)} node(s)")
+            if len(kafka) > 1:
+                print(f"STREAMREC_KAFKA_REPLICATION={len(kafka)}")
+            print(f"STREAMREC_REDIS={rds.address}  # Redis {rds.version}")
         elif args.command == "down":
             down(args.state_dir.resolve())
         else:

@@ -24,6 +24,8 @@ Examples
 ['a']
 >>> ItemStats.from_bytes(s.to_bytes()).popular(10.0, 2)
 ['a', 'b']
+>>> s.drop(["a"]); s.popular(10.0, 2), round(s.recent_clicks("b", 10.0), 3)
+(['b'], 1.0)
 """
 
 from __future__ import annotations
@@ -90,6 +92,25 @@ class ItemStats:
         if from_slate:
             self._slate[s] += 1
 
+    def drop(self, items: Iterable[str]) -> None:
+        """Forget ``items`` (every figure): the arrays are rebuilt without their slots, O(items known), so call it
+        rarely and for many at once (``models/newitems.py`` evicts in batches)."""
+        gone = {s for s in map(self._slot.get, items) if s is not None}
+        if not gone:
+            return
+        n = len(self._names)
+        keep = np.array([s for s in range(n) if s not in gone], dtype=np.int64)
+        new_slot = np.full(n, -1, np.int64)
+        new_slot[keep] = np.arange(len(keep))
+        order = new_slot[self._order[: self._n_order]]
+        self._order, self._n_order = order[order >= 0].copy(), int((order >= 0).sum())
+        self._count, self._at, self._first = self._count[keep], self._at[keep], self._first[keep]
+        self._slate, self._shown = self._slate[keep], self._shown[keep]
+        self._names = [self._names[s] for s in keep.tolist()]
+        self._slot = {item: s for s, item in enumerate(self._names)}
+        self._names_json = bytearray(b"".join(json.dumps(item).encode() + b"," for item in self._names))
+        self._popular_at = -math.inf
+
     def shown(self, items: Iterable[str]) -> None:
         """Count one impression for each item (an item listed twice counts twice): all of a batch's slates at once."""
         get, slots = self._slot.get, []
@@ -143,7 +164,8 @@ class ItemStats:
 
     def popular(self, t: float, k: int) -> list[str]:
         """The k items with the most recent clicks (recomputed at most every ``refresh_s``); ties: first clicked first."""
-        if t - self._popular_at >= self.refresh_s or len(self._popular) < k:
+        # also when time went back: one far-future timestamp must not freeze the list until the clock catches up
+        if not 0 <= t - self._popular_at < self.refresh_s or len(self._popular) < k:
             order = self._order[: self._n_order]
             recent = self._count[order] * np.exp(-self.decay * np.maximum(t - self._at[order], 0.0))
             if len(recent) > k > 0:  # everything at least as large as the k-th largest, then a stable sort of those

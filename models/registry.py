@@ -57,6 +57,7 @@ local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local n = math.max(ms, last + 1)
+while redis.call('EXISTS', ARGV[1] .. 'model:v' .. string.format('%d', n) .. ':meta') == 1 do n = n + 1 end
 redis.call('SET', KEYS[1], string.format('%d', n))
 return n
 """
@@ -149,7 +150,8 @@ class ModelRegistry:
     # ------------------------------------------------------------------ write
 
     def _new_version(self) -> str:
-        return f"v{int(self._new_id(keys=[f'{self.ns}model:seq']))}"
+        # the counter, or Redis' clock if it is ahead; never an id a stored version has (the counter may be lost)
+        return f"v{int(self._new_id(keys=[f'{self.ns}model:seq'], args=[self.ns]))}"
 
     def _write_blob(self, version: str, part: str, data: bytes) -> int:
         """``data`` as chunks of at most ``chunk_bytes``, one command each; returns the number of chunks."""

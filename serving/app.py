@@ -21,8 +21,8 @@ from serving.dashboard import MetricsFeed
 from serving.metrics import ServingMetrics
 from serving.publisher import Publisher
 from serving.recommender import RequestBatcher, ServingRecommender
-from serving.schemas import EventsAccepted, Health, Slate
-from stream.records import Click, InvalidRecord, decode_click, new_impression_id
+from serving.schemas import EventResult, EventsAccepted, Health, Slate
+from stream.records import Click, InvalidRecord, decode_click, new_event_id, new_impression_id
 from stream.settings import Settings, get_settings
 from stream.topics import CLICKS, RECOMMENDATIONS
 
@@ -57,6 +57,27 @@ class MetricsMiddleware:
         name = getattr(route, "path", "unmatched")
         self.metrics.requests.labels(name, str(status[0])).inc()
         self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes: a chunked body (no Content-Length) is cut off at the limit
+    instead of being read whole first."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"request body over the {limit}-byte limit")
+    return bytes(body)
+
+
+def _parse_json(body: bytes):
+    """JSON, or 400: not JSON, or nested so deep that parsing it would exhaust the stack."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise HTTPException(400, f"body is not JSON: {err}") from None
+    except RecursionError:
+        raise HTTPException(400, "body is JSON nested too deeply") from None
 
 
 def create_app(settings: Settings | None = None, freeze_gc: bool = False) -> FastAPI:
@@ -127,17 +148,16 @@ def create_app(settings: Settings | None = None, freeze_gc: bool = False) -> Fas
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
                   "oneOf": [Click.model_json_schema(), {"type": "array", "items": Click.model_json_schema(),
                                                         "maxItems": settings.serving_max_events}]}}}}})
-    async def events(request: Request) -> EventsAccepted:
-        """Ingest one click (a JSON object) or several (an array); each is validated like the stream does, then
-        produced to `clicks` keyed by session.  All or nothing: one bad click rejects the request (422, with
-        each problem and its index)."""
-        body = await request.body()
-        if len(body) > settings.serving_max_body_bytes:
-            raise HTTPException(413, f"request body over the {settings.serving_max_body_bytes}-byte limit")
-        try:
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise HTTPException(400, f"body is not JSON: {err}") from None
+    async def events(request: Request) -> Response:
+        """Ingest one click (a JSON object) or several (an array); each is validated like the stream does, given an
+        ``event_id`` if it has none, then produced to `clicks` keyed by session.  Validation is all or nothing: one
+        bad click rejects the request (422, with each problem and its index).  The answer lists each click's
+        ``event_id`` and whether it was accepted; if Kafka's local queue fills, the answer is 503 and says which
+        to send again (sending all again is safe too: the stream answers an ``event_id`` once)."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise HTTPException(415, f"Content-Type must be application/json, not {content_type or 'missing'!r}")
+        parsed = _parse_json(await _read_body(request, settings.serving_max_body_bytes))
         many = isinstance(parsed, list)
         items = parsed if many else [parsed]
         if not items:
@@ -149,22 +169,30 @@ def create_app(settings: Settings | None = None, freeze_gc: bool = False) -> Fas
             try:
                 if not isinstance(item, dict):
                     raise InvalidRecord(f"a click must be a JSON object, not {type(item).__name__}")
-                clicks.append(decode_click(json.dumps(item).encode(), settings.max_event_bytes))
+                click = decode_click(json.dumps(item).encode(), settings.max_event_bytes)
+                if click.ts > time.time() + settings.max_future_skew_s:
+                    raise InvalidRecord(f"ts is more than max_future_skew_s={settings.max_future_skew_s:g} s in the "
+                                        "future")
+                clicks.append(click if click.event_id else click.model_copy(update={"event_id": new_event_id()}))
             except InvalidRecord as err:
                 problems.append({"index": i, "error": str(err)} if many else {"error": str(err)})
         if problems:
             metrics.events.labels("rejected").inc(len(items))
             raise HTTPException(422, problems)
-        accepted = 0
-        for click in clicks:
-            accepted += app.state.publisher.send(settings.topic(CLICKS), click.session_id.encode(),
-                                                 click.model_dump_json(exclude_none=True).encode())
+        results = []
+        for i, click in enumerate(clicks):
+            ok = app.state.publisher.send(settings.topic(CLICKS), click.session_id.encode(),
+                                          click.model_dump_json(exclude_none=True).encode())
+            results.append(EventResult(index=i, event_id=click.event_id, status="accepted" if ok else "retry"))
+        accepted = sum(r.status == "accepted" for r in results)
         metrics.events.labels("accepted").inc(accepted)
+        answer = EventsAccepted(accepted=accepted, results=results)
         if accepted < len(clicks):
             metrics.events.labels("dropped").inc(len(clicks) - accepted)
-            raise HTTPException(503, f"Kafka's local queue is full: {len(clicks) - accepted} of {len(clicks)} "
-                                     "clicks were not accepted; retry later", headers={"Retry-After": "1"})
-        return EventsAccepted(accepted=accepted)
+            return JSONResponse({"detail": f"Kafka's local queue is full: {len(clicks) - accepted} of {len(clicks)} "
+                                           "clicks were not accepted; send those marked retry again",
+                                 **answer.model_dump()}, status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse(answer.model_dump(), status_code=202)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:

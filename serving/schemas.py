@@ -24,8 +24,15 @@ class Slate(BaseModel):
     source: Literal["serving"] = "serving"
 
 
+class EventResult(BaseModel):
+    index: int = Field(description="the click's place in the request")
+    event_id: str = Field(description="the click's event_id (the client's, or one given here)")
+    status: Literal["accepted", "retry"] = Field(description="accepted: handed to Kafka; retry: send it again")
+
+
 class EventsAccepted(BaseModel):
     accepted: int = Field(description="clicks handed to Kafka (delivered now or, if the broker is down, later)")
+    results: list[EventResult] = Field(default_factory=list, description="each click's outcome, in request order")
 
 
 class Health(BaseModel):

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, Producer
 
 from simulator.clickmodel import ClickModel
 from simulator.population import Population, Session
+from stream.records import new_event_id
 from stream.settings import Settings
 from stream.topics import CLICKS, METRICS, RECOMMENDATIONS, ensure_topics
 
@@ -170,7 +171,7 @@ class ClosedLoop:
                 context[sid] = (session.user, session.category, t_nominal)
                 self.population.after_click(session, item)
                 click = {"session_id": sid, "user_id": f"u{session.user}", "item_id": str(self.world.item_ids[item]),
-                         "ts": time.time(), "event_type": "click"}
+                         "ts": time.time(), "event_type": "click", "event_id": new_event_id()}
                 if imp is not None:
                     click.update(impression_id=imp, position=pos)
                 producer.produce(s.topic(CLICKS), key=sid, value=json.dumps(click), on_delivery=self._on_delivery)

@@ -19,6 +19,7 @@ from confluent_kafka import KafkaException, Producer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from models.data import load_dataset
+from stream.records import new_event_id
 from stream.settings import Settings
 from stream.topics import CLICKS, ensure_topics
 
@@ -78,7 +79,8 @@ def replay(settings: Settings, events: pd.DataFrame, rate: float, has_time: bool
                     time.sleep(wait)
             sid = f"{session_prefix}{sessions[i]}"
             value = json.dumps({"session_id": sid, "item_id": items[i],
-                                "ts": float(times[i]) if has_time else time.time(), "event_type": "click"})
+                                "ts": float(times[i]) if has_time else time.time(), "event_type": "click",
+                                "event_id": new_event_id()})
             while True:
                 try:
                     producer.produce(topic, key=sid, value=value, on_delivery=on_delivery)

@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     ensure_topics(settings)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 <pid>: every thread's stack to stderr
     from stream import agents  # noqa: F401 - registers the agents on the app
     from stream.app import app, use_event_loop
 

@@ -24,6 +24,7 @@ import fcntl
 import logging
 import os
 import socket
+import time
 from collections import deque
 from pathlib import Path
 from typing import IO, Protocol
@@ -41,6 +42,10 @@ class Aborted(Exception):
 
 
 class Delivery(Protocol):
+    #: whether :meth:`send` waits for the broker (a transaction's commit): the intake then runs it in its own thread,
+    #: beside the next batch's ranking
+    blocking: bool
+
     def send(self, out: list[Outgoing], offsets: list[TopicPartition] | None) -> None:
         """Produce ``out``; mark ``offsets`` (next offset to read, per partition) done once it is on the broker."""
 
@@ -82,6 +87,8 @@ class _Batch:
 class AtLeastOnce:
     """Offsets stored after the answers are acknowledged, in batch order, so a later batch's acknowledgement never
     commits past an earlier batch still in flight; a record the producer gives up on is produced again."""
+
+    blocking = False
 
     def __init__(self, producer: Producer, consumer: Consumer) -> None:
         self.producer, self.consumer = producer, consumer
@@ -128,11 +135,33 @@ class AtLeastOnce:
 
 
 class Transactional:
-    """Each batch is one transaction: its answers and its offsets commit together or not at all."""
+    """Each batch is one transaction: its answers and its offsets commit together or not at all.
 
-    def __init__(self, producer: Producer, consumer: Consumer, init_timeout: float = 60.0) -> None:
-        self.producer, self.consumer = producer, consumer
-        producer.init_transactions(init_timeout)  # fences an earlier producer with this id, aborting its transaction
+    Every call to the broker is bounded.  A transaction that cannot commit (the broker away longer than
+    ``timeout_s``, the coordinator moved, the transaction timed out on the broker) is aborted, and if even that
+    fails the producer is replaced by a new one with the same transactional id, whose ``init_transactions`` fences
+    the old one and aborts whatever it left open; either way :class:`Aborted` tells the intake to read the batch
+    again.  (No other live process has the id, :func:`transactional_id` sees to that, so being fenced means the
+    broker gave up on our transaction: a new producer is the way on.)"""
+
+    blocking = True
+
+    def __init__(self, config: dict, consumer: Consumer, timeout_s: float = 10.0) -> None:
+        self.config, self.consumer, self.timeout_s = config, consumer, timeout_s
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        """A producer with our transactional id, initialised; waits (logging) while no broker answers."""
+        while True:
+            producer = Producer(self.config)
+            try:
+                producer.init_transactions(self.timeout_s)  # fences an earlier producer with this id
+                return producer
+            except KafkaException as err:
+                if err.args[0].fatal():
+                    raise
+                log.warning("no transactions yet (%s); trying again", err.args[0])
+                producer.purge()
 
     def send(self, out: list[Outgoing], offsets: list[TopicPartition] | None) -> None:
         if not out and not offsets:
@@ -142,35 +171,41 @@ class Transactional:
             for topic, key, value in out:
                 _produce(self.producer, topic, key, value)
             if offsets:
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30.0)
+                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(),
+                                                          self.timeout_s)
             self._commit()
         except KafkaException as err:
             error = err.args[0]
-            if error.fatal():  # fenced by a newer instance with our id, or a broken producer: stop this worker
-                raise
             log.warning("transaction aborted (%s); its clicks will be read again", error)
-            try:
-                self.producer.abort_transaction(30.0)
-            except KafkaException as abort_err:
-                log.error("aborting the transaction failed: %s", abort_err)
-                raise
+            self._abort(fatal=error.fatal())
             raise Aborted(str(error)) from err
 
     def _commit(self) -> None:
+        deadline = time.monotonic() + 3 * self.timeout_s
         while True:
             try:
-                self.producer.commit_transaction(30.0)
+                self.producer.commit_transaction(self.timeout_s)
                 return
             except KafkaException as err:
-                if not err.args[0].retriable():
+                if not err.args[0].retriable() or time.monotonic() > deadline:
                     raise
                 log.info("committing the transaction again: %s", err.args[0])
+
+    def _abort(self, fatal: bool) -> None:
+        if not fatal:
+            try:
+                self.producer.abort_transaction(self.timeout_s)
+                return
+            except KafkaException as err:
+                log.error("aborting the transaction failed (%s); starting a new producer", err.args[0])
+        self.producer.purge()
+        self.producer = self._new_producer()
 
     def settle(self) -> None:
         self.producer.poll(0)
 
     def drain(self, timeout: float) -> None:
-        """Nothing to do: every batch's transaction is committed (or aborted) before the next batch is read."""
+        """Nothing to do: every batch's transaction is committed (or aborted) before the next one begins."""
 
 
 # --------------------------------------------------------------------------- a stable transactional id

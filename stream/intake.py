@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,8 +110,11 @@ class ClickIntake(Service):
         }
         if exactly_once:
             producer.update({"transactional.id": transactional_id(s.app_id, Path(s.data_dir) / "transactional-ids"),
-                             "transaction.timeout.ms": s.transaction_timeout_ms})
-        self.producer = Producer(producer)
+                             "transaction.timeout.ms": s.transaction_timeout_ms,
+                             # a transaction's first produce often meets the previous one's markers still being
+                             # written (CONCURRENT_TRANSACTIONS): retry after 10 ms, not librdkafka's 100
+                             "retry.backoff.ms": 10, "retry.backoff.max.ms": 100})
+        self._producer_config = producer
         self.delivery: Delivery | None = None
         self._exactly_once = exactly_once
         self.breaker = Breaker(s.state_retry_s, s.state_retry_max_s)
@@ -119,6 +122,8 @@ class ClickIntake(Service):
         self._done: dict[int, int] = {}  # partition -> next offset, answered and not yet committed
         self._paused = False
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="clicks-poll")
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="clicks-commit")  # a transaction's commit ...
+        self._inflight: Future | None = None  # ... runs while the next batch is read and ranked
         self._stopped = asyncio.Event()
         self._looping = False  # _run started (it does not when the worker stops during start-up)
         type(self).running = self  # the metrics timer asks the running intake for its lag
@@ -128,9 +133,10 @@ class ClickIntake(Service):
     async def on_start(self) -> None:
         loop = asyncio.get_running_loop()
         if self._exactly_once:  # init_transactions waits for the broker: not on the event loop
-            self.delivery = await loop.run_in_executor(self._thread, Transactional, self.producer, self.consumer)
+            self.delivery = await loop.run_in_executor(self._thread, Transactional, self._producer_config,
+                                                       self.consumer)
         else:
-            self.delivery = AtLeastOnce(self.producer, self.consumer)
+            self.delivery = AtLeastOnce(Producer(self._producer_config), self.consumer)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         log.info("consuming %s in group %s (%s)", self.topic, clicks_group(self.settings),
@@ -176,21 +182,72 @@ class ClickIntake(Service):
         await self._send(handled.out)
 
     async def _idle(self) -> None:
-        """Between batches when nothing new came: deliveries, a due catch-up, the offsets it freed."""
+        """Between batches when nothing new came: the running commit, deliveries, a due catch-up, the offsets it
+        freed."""
+        await self._settled()
         self.delivery.settle()
         if self._backlog and self._catch_up_if_due() and self._done:
             await self._send([])
 
     async def _send(self, out: list[Outgoing]) -> None:
-        """Produce a batch's answers, with the offsets answered so far unless the backlog holds clicks back."""
+        """Produce a batch's answers, with the offsets answered so far unless the backlog holds clicks back.
+
+        A blocking delivery (a transaction) commits in its own thread while the loop reads and ranks the next
+        batch, whose answers wait for that commit before their own transaction begins: commits overlap ranking
+        instead of adding to it, and transactions stay in batch order."""
+        if not await self._settled():
+            return  # the previous batch's transaction was aborted: this batch is read again too
         offsets = None
         if not self._backlog and self._done:
             offsets = [TopicPartition(self.topic, p, o) for p, o in self._done.items()]
             self._done = {}
+        if not self.delivery.blocking:
+            self.delivery.send(out, offsets)
+            return
+        self._inflight = self._committer.submit(self.delivery.send, out, offsets)
+
+    async def _settled(self) -> bool:
+        """Wait for the running commit; False (after rewinding) if it was aborted or never came back.
+
+        librdkafka's ``send_offsets_to_transaction`` can block past its timeout when the group coordinator
+        goes away (confluentinc/librdkafka#5456, seen here when the broker restarts); after
+        ``transaction_stuck_s`` the producer is given up and a new one with the same transactional id fences
+        it and aborts its transaction.  (If this wait is cancelled, the worker stopping, the commit stays in
+        ``_inflight`` for :meth:`_close` to wait for.)"""
+        inflight = self._inflight
+        if inflight is None:
+            return True
         try:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self.delivery.send, out, offsets)
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(inflight)), self.settings.transaction_stuck_s)
+            return True
         except Aborted:
             self._rewind()
+            return False
+        except asyncio.TimeoutError:
+            log.error("a transaction has not completed in %.0f s; replacing the producer",
+                      self.settings.transaction_stuck_s)
+            self._committer.shutdown(wait=False)  # its thread stays blocked in librdkafka; a new one takes over
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="clicks-commit")
+            self._inflight = None
+            self.delivery = await asyncio.get_running_loop().run_in_executor(
+                self._committer, Transactional, self._producer_config, self.consumer)
+            self._rewind()
+            return False
+        finally:
+            if inflight.done():
+                self._inflight = None
+
+    def _settled_blocking(self) -> None:
+        """The same from a rebalance callback or at close (not on the loop): the commit must finish before the
+        partitions go."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            try:
+                inflight.result(timeout=self.settings.transaction_stuck_s)
+            except Aborted:
+                log.warning("the last transaction before a rebalance was aborted; its clicks will be read again")
+            except TimeoutError:
+                log.error("the last transaction did not complete; its clicks will be read again")
 
     def _hold(self, held: list[Message]) -> None:
         self._backlog.extend(held)
@@ -273,6 +330,7 @@ class ClickIntake(Service):
         """Called inside poll/consume before the partitions go to another worker: answers out, offsets in.  Clicks
         still held for session state cannot be committed; the next owner reads them again."""
         log.info("revoking %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing")
+        self._settled_blocking()
         if self.delivery is not None:
             if not self._backlog and self._done:
                 self._commit_done()
@@ -301,8 +359,10 @@ class ClickIntake(Service):
             log.error("the clicks loop did not stop within 30 s")
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=False)
+        self._committer.shutdown(wait=False)
 
     def _close(self) -> None:
+        self._settled_blocking()
         if self.delivery is not None:
             if self._backlog:
                 self._catch_up_if_due()

@@ -31,6 +31,7 @@ import torch
 
 from models.interleave import CURRENT, EXPLORER, probabilistic, team_draft, team_draft_batch
 from models.itemstats import ItemStats, Snapshot, write_snapshot
+from models.newitems import NewItemGate
 from models.recommend import POPULAR_VERSION, CandidateParams, LoadedModel, ModelCache, RankedBatch, popular_items, \
     rank_batch, session_context
 from models.registry import ModelRegistry
@@ -63,6 +64,8 @@ class OnlineRecommender:
         self.models = ModelCache(registry, settings.seed, settings.model_refresh_s, settings.ann_min_items,
                                  freeze_gc=freeze_gc, ann_probe=settings.ann_probe)
         self.stats = ItemStats(settings.popular_half_life_s, settings.fresh_window_s)
+        self.new_items = NewItemGate(settings.new_item_min_sessions, settings.new_items_pending_max,
+                                     settings.new_items_max)
         self.params = CandidateParams(settings.candidates_gru, settings.candidates_popular,
                                       settings.candidates_fresh, settings.exclude_seen)
         self.rng = random.Random(settings.seed)
@@ -169,7 +172,7 @@ class OnlineRecommender:
         if m is None:
             for click in clicks:
                 self._credit(click, feedback)
-                self.stats.click(click.item_id, click.ts, from_slate=click.impression_id is not None)
+            self._click_stats(clicks, None)
             self._count(len(clicks))
             if not answer:
                 return [None] * len(clicks), Feedback()
@@ -206,7 +209,7 @@ class OnlineRecommender:
         self._write(states, len(applied))
         for i in applied:
             self._credit(clicks[i], feedback)
-            self.stats.click(clicks[i].item_id, clicks[i].ts, from_slate=clicks[i].impression_id is not None)
+        self._click_stats([clicks[i] for i in applied], m)
         if not answer or ranked is None:
             return [None] * len(clicks), feedback if answer else Feedback()
         slates: list[Recommendation | None] = [None] * len(clicks)
@@ -214,6 +217,17 @@ class OnlineRecommender:
                                                feedback)):
             slates[i] = slate
         return slates, feedback
+
+    def _click_stats(self, clicks: list[Click], m: LoadedModel | None) -> None:
+        """Count the clicks in the item statistics; an item outside the catalog only once enough sessions clicked it
+        (``models/newitems.py``)."""
+        index = m.index if m is not None else {}
+        for click in clicks:
+            if self.new_items.admit(click.item_id, click.session_id, known=click.item_id in index):
+                self.stats.click(click.item_id, click.ts, from_slate=click.impression_id is not None)
+        evicted = self.new_items.evict()
+        if evicted:
+            self.stats.drop(evicted)
 
     def _classify(self, clicks: list[Click], offsets: list[tuple[int, int]],
                   states: dict[str, SessionState | None]) -> tuple[list[bool], list[int]]:
@@ -238,8 +252,9 @@ class OnlineRecommender:
         return fresh, kept
 
     def _write(self, states: dict[str, SessionState | None], applied: int) -> None:
-        """The states and the count of clicks applied: one round trip."""
-        pipe = self.sessions.r.pipeline(transaction=False)
+        """The states and the count of clicks applied: one round trip, in MULTI/EXEC, so a worker killed mid-write
+        leaves both or neither (a state written without its count would never be counted: its replay is not fresh)."""
+        pipe = self.sessions.r.pipeline(transaction=True)
         written = {sid: st for sid, st in states.items() if st is not None}
         self.sessions.put_many(written, pipe)
         if applied:

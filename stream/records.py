@@ -110,6 +110,11 @@ def new_impression_id() -> str:
     return f"{_ids.getrandbits(128):032x}"
 
 
+def new_event_id() -> str:
+    """An ``event_id`` for a click a sender is about to produce (the same 128 random bits): a retry sends it again."""
+    return f"{_ids.getrandbits(128):032x}"
+
+
 def _reason(err: ValidationError) -> str:
     parts = []
     for e in err.errors(include_url=False):

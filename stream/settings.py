@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     # --- where the real components are
     kafka: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
     redis: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
+    kafka_replication: int = Field(1, ge=1, description="replication factor of the topics streamrec creates; at 3 or "
+                                   "more they get min.insync.replicas = replication - 1 (`make up BROKERS=3` prints 3)")
 
     # --- topics: names are prefixed so that tests and runs can share one broker without interfering
     topic_prefix: str = Field("", description="prepended to every topic name")
@@ -39,7 +41,11 @@ class Settings(BaseSettings):
                             "fetched, up to this many (stream/intake.py)")
     slate_size: int = Field(10, ge=1, le=200, description="items per slate")
     max_event_bytes: int = Field(16_384, ge=256, description="larger click records are dead-lettered")
-    dead_letter_raw_bytes: int = Field(65_536, ge=256, description="bytes of the raw record kept in a dead letter")
+    dead_letter_raw_bytes: int = Field(4096, ge=256, description="bytes of the raw record kept in a dead letter (the "
+                                       "record itself stays in `clicks` for its retention)")
+    dead_letters_retention_s: float = Field(30 * 24 * 3600, gt=0, description="dead letters are kept this long ...")
+    dead_letters_retention_bytes: int = Field(1 << 30, ge=1 << 20, description="... and at most this many bytes per "
+                                              "partition")
     auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$")
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
         "exactly_once", description="exactly_once: a batch's slates, dead letters and DBGD feedback are committed in "
@@ -47,6 +53,9 @@ class Settings(BaseSettings):
         "committed after the answers are acknowledged, and a crash answers the clicks since the last commit again")
     transaction_timeout_ms: int = Field(10_000, ge=1000, description="a transaction a dead worker left open is "
                                         "aborted by the broker after this long (sooner if the worker restarts)")
+    transaction_stuck_s: float = Field(10.0, gt=0, description="a transaction call that has not returned after this "
+                                       "long is given up with its producer (librdkafka can block past its own "
+                                       "timeouts when a coordinator goes away)")
     max_future_skew_s: float = Field(300.0, ge=0, description="a click whose ts is further in the future than this "
                                      "is dead-lettered (it would freeze the popular-items clock)")
     state_retry_s: float = Field(0.5, gt=0, description="first wait before session state is tried again after Redis "
@@ -92,6 +101,13 @@ class Settings(BaseSettings):
     exclude_seen: bool = Field(True, description="leave a session's own items out of its candidates")
     popular_half_life_s: float = Field(3600.0, gt=0)
     fresh_window_s: float = Field(3600.0, gt=0)
+    new_item_min_sessions: int = Field(3, ge=1, description="an item outside the model's catalog enters the item "
+                                       "statistics (and so the popular and fresh candidates) once this many distinct "
+                                       "sessions clicked it")
+    new_items_pending_max: int = Field(100_000, ge=1, description="unknown items awaiting enough sessions (least "
+                                       "recently clicked forgotten first)")
+    new_items_max: int = Field(10_000, ge=1, description="unknown items kept in the statistics (least recently "
+                               "clicked dropped first)")
     stats_snapshot_s: float = Field(1.0, ge=0, description="how often a worker writes its item statistics to Redis")
 
     # --- dueling bandit gradient descent (DRN's minor update)

@@ -8,8 +8,10 @@ This module is plain confluent-kafka so the simulator and serving can use it wit
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream.settings import Settings
@@ -40,34 +42,53 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(RECOMMENDATIONS), settings.recommendations_partitions, {"retention.ms": week_ms}),
         TopicSpec(settings.topic(METRICS), settings.metrics_partitions, {"retention.ms": week_ms}),
         TopicSpec(settings.topic(MODEL_UPDATES), settings.model_updates_partitions, {"retention.ms": "-1"}),
-        TopicSpec(settings.topic(DEAD_LETTERS), settings.dead_letters_partitions, {"retention.ms": "-1"}),
+        # bounded: anyone who can produce a malformed click writes here (raw bytes kept per record are bounded too)
+        TopicSpec(settings.topic(DEAD_LETTERS), settings.dead_letters_partitions,
+                  {"retention.ms": str(int(settings.dead_letters_retention_s * 1000)),
+                   "retention.bytes": str(settings.dead_letters_retention_bytes)}),
         TopicSpec(settings.topic(DBGD_FEEDBACK), 1, {"retention.ms": week_ms}),
     ]
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the wire topics that do not exist yet; return the names created.  Idempotent."""
-    return create_missing(settings.kafka, topic_specs(settings), timeout)
+    return create_missing(settings.kafka, topic_specs(settings), timeout, settings.kafka_replication)
 
 
-def create_missing(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
-    """Create the topics of ``specs`` that do not exist yet on the broker; return the names created."""
+def create_missing(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0, replication: int = 1) -> list[str]:
+    """Create the topics of ``specs`` that do not exist yet on the broker; return the names created.
+
+    With ``replication`` of 3 or more a topic also gets ``min.insync.replicas = replication - 1``: with acks=all
+    (the idempotent and transactional producers) a write is acknowledged once on two of three brokers, and one
+    broker may be down without stopping writes."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    missing = [s for s in specs if s.name not in existing]
-    if not missing:
-        return []
-    futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config) for s in missing],
-        operation_timeout=timeout,
-    )
-    created = []
-    for name, fut in futures.items():
-        try:
-            fut.result(timeout)
-            created.append(name)
-        except Exception as exc:  # noqa: BLE001
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):  # a concurrent creator won: fine
-                raise
+    created: list[str] = []
+    for attempt in range(3):  # a cluster's metadata may still be changing (a broker joining): ask again
+        existing = set(admin.list_topics(timeout=timeout).topics)
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            break
+        futures = admin.create_topics(
+            [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication,
+                      config={**s.config, **({"min.insync.replicas": str(replication - 1)} if replication >= 3 else {})})
+             for s in missing],
+            operation_timeout=timeout,
+        )
+        retry = False
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout)
+                created.append(name)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:  # a concurrent creator won: fine
+                    continue
+                if attempt == 2 or not (error.retriable() or error.code() == KafkaError._DESTROY_BROKER):
+                    raise
+                log.info("creating %s failed (%s); trying again", name, error)
+                retry = True
+        if not retry:
+            break
+        time.sleep(1.0)
     log.info("created topics %s", ", ".join(created) or "(none: created concurrently)")
     return created

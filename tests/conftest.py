@@ -57,7 +57,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
         from testcontainers.redis import RedisContainer
 
         with KafkaContainer("apache/kafka:3.9.1").with_kraft() as kafka, RedisContainer("redis:7").with_command(
-                "redis-server --appendonly yes --appendfsync everysec") as redis:
+                "redis-server --appendonly yes --appendfsync everysec --maxmemory 2gb --maxmemory-policy volatile-ttl") as redis:
             host, port = redis.get_container_host_ip(), redis.get_exposed_port(6379)
             yield Endpoints(kafka.get_bootstrap_server(), f"redis://{host}:{port}/0", "3.9.1", "testcontainers")
         return

@@ -99,3 +99,23 @@ class ServiceProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def produce_paced(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]], per_second: float,
+                  chunk: int = 20) -> None:
+    """Produce ``records`` in order at about ``per_second``, ``chunk`` at a time, with one idempotent producer (load
+    for fault tests: it keeps retrying through a broker's outage, up to two minutes)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                         "message.timeout.ms": 120_000})
+    errors: list[str] = []
+    started = time.monotonic()
+    for i in range(0, len(records), chunk):
+        for key, value in records[i: i + chunk]:
+            producer.produce(topic, key=key, value=value,
+                             on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
+        producer.poll(0)
+        wait = started + (i + chunk) / per_second - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+    remaining = producer.flush(120)
+    assert remaining == 0 and not errors, f"{remaining} undelivered, errors: {errors[:3]}"

@@ -106,8 +106,8 @@ def test_kill_9_under_load_every_click_answered_once_and_states_equal_a_replay(s
     if guarantee == "exactly_once":
         assert duplicates == 0, f"{duplicates} clicks were answered twice under exactly-once"
         assert impressions == len(got[slates]) == len(records), (impressions, len(got[slates]))
-    else:  # the redelivered clicks' slates are counted as shown, as they were
-        assert impressions == len(got[slates]), (impressions, len(got[slates]))
+    else:  # at least once: a batch's slates and its feedback may each have reached the broker before the crash
+        assert impressions >= len(records), (impressions, len(records))
 
 
 def test_a_worker_joining_and_another_leaving_hand_over_without_loss_or_duplicates(services, topics, stream_env,
@@ -340,13 +340,15 @@ MALFORMED = st.one_of(
                            "ts": st.floats(0, 1e9)}),
     st.fixed_dictionaries({"session_id": _text, "item_id": _text, "ts": st.text(max_size=5)}),
     st.fixed_dictionaries({"session_id": _text, "item_id": _text, "ts": st.floats(max_value=-0.001)}),
+    # valid JSON, but dated far in the future: it would freeze the popular-items clock
+    st.fixed_dictionaries({"session_id": _text, "item_id": _text, "ts": st.floats(1e10, 1e12)}),
     st.fixed_dictionaries({"session_id": _text, "item_id": _text, "ts": st.floats(0, 1e9),
                            "position": st.integers(max_value=-1)}),
     st.integers(20_000, 60_000).map(lambda n: {"session_id": "huge", "item_id": "x" * n, "ts": 1.0}),
 ).map(lambda v: v if isinstance(v, bytes) else json.dumps(v).encode())
 VALID = st.fixed_dictionaries({  # unknown item ids and timestamps out of order are valid input
     "item_id": st.text(alphabet="abcdefghij0123456789-", min_size=1, max_size=12),
-    "ts": st.floats(0, 2e9, allow_nan=False, allow_infinity=False)})
+    "ts": st.floats(0, 1.7e9, allow_nan=False, allow_infinity=False)})  # the past (the future is bad input)
 
 
 def test_malformed_input_goes_to_dead_letters_and_no_valid_click_is_lost(services, topics, stream_env, tmp_path):

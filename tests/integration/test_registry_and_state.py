@@ -213,3 +213,48 @@ def test_a_failed_state_write_leaves_redis_the_truth(services, prefix):
     good.set(store.key("s"), SessionStore(good, prefix)._encode(SessionState(items=["stored"], clicks=1)))
     store.r = good  # Redis is back
     assert store.get("s").items == ["stored"]  # the unwritten state was not kept
+
+
+def test_redis_at_its_memory_bound_evicts_session_states_and_never_the_registry(tmp_path, tiny_gru):
+    """A Redis started by the launchers is bounded and evicts only keys with a TTL (``infra/local.py``): flooding it
+    with session states (as many sessions as anyone can start) leaves every model version loadable."""
+    from infra import local
+
+    own = local.start_redis(tmp_path, maxmemory="24mb")
+    try:
+        client = redis.Redis.from_url(own.address)
+        registry = ModelRegistry(client, namespace="m-")
+        v1 = publish_first_version(registry, tiny_gru)
+        used_by_model = client.info("memory")["used_memory"]
+        store = SessionStore(client, "m-", ttl_s=1800)
+        hidden = np.zeros(tiny_gru.model.layers[-1], np.float32)
+        for batch in range(60):  # 60,000 sessions of ~1.3 KB: more than three times the bound
+            store.put_many({f"flood-{batch}-{n}": SessionState(items=[str(n)] * 20, hidden=hidden, clicks=20)
+                            for n in range(1000)})
+        assert client.dbsize() < 60_000, "no session state was evicted"
+        assert client.info("memory")["used_memory"] <= 24 * 2**20 * 1.05
+        assert registry.current_version() == v1 and registry.load(v1).version == v1
+        assert store.get("flood-59-999") is not None  # the newest sessions are the ones kept
+    finally:
+        local.stop_pid(own.pid)
+
+
+def test_unknown_items_reach_other_users_only_after_enough_sessions_and_stay_bounded(services, prefix, registry):
+    """One client inventing item ids can neither grow the statistics without bound nor put its items in everyone's
+    fresh and popular candidates; an item several sessions click does get in."""
+    client = redis.Redis.from_url(services.redis)
+    settings = Settings(topic_prefix=prefix, new_item_min_sessions=3, new_items_max=50, stats_snapshot_s=0)
+    rec = OnlineRecommender(settings, registry, SessionStore(client, prefix))
+    publish_first_version(registry, small_gru(1))
+    flood = [Click(session_id="attacker", item_id=f"spam-{n}", ts=100.0 + n) for n in range(2000)]
+    for i in range(0, len(flood), 200):
+        rec.process(flood[i: i + 200], [0.0] * 200)
+    assert not any(item.startswith("spam-") for item in rec.stats.fresh(2200.0, 100) + rec.stats.popular(2200.0, 100))
+    assert len(rec.new_items.pending) <= settings.new_items_pending_max
+    for n in range(3):  # three people click the new item
+        rec.process([Click(session_id=f"fan-{n}", item_id="real-new", ts=3000.0 + n)], [0.0])
+    assert "real-new" in rec.stats.fresh(3003.0, 5)
+    for n in range(200):  # many admitted unknown items: the oldest leave the statistics
+        rec.process([Click(session_id=f"u{n}-{k}", item_id=f"new-{n}", ts=4000.0 + n) for k in range(3)], [0.0] * 3)
+    unknown = [item for item in rec.stats._names if item.startswith(("new-", "real-"))]
+    assert len(unknown) <= settings.new_items_max * 1.1 + 1 and "new-199" in unknown and "real-new" not in unknown

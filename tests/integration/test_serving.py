@@ -94,20 +94,39 @@ def test_events_are_validated_then_produced_to_clicks(services, topics):
     settings = _settings(services, topics, serving_max_events=3)
     with TestClient(create_app(settings)) as http:
         good = {"session_id": "e1", "item_id": "9", "ts": 5.0}
-        assert http.post("/events", json=good).json() == {"accepted": 1}
-        assert http.post("/events", json=[good, dict(good, item_id="10")]).status_code == 202
+        one = http.post("/events", json=good).json()
+        assert one["accepted"] == 1 and one["results"][0]["status"] == "accepted" and one["results"][0]["event_id"]
+        two = http.post("/events", json=[good, dict(good, item_id="10", event_id="mine")])
+        assert two.status_code == 202 and [r["event_id"] for r in two.json()["results"]][1] == "mine"
         bad = http.post("/events", json=[good, {"session_id": "e1", "item_id": 7, "ts": 5.0}])
         assert bad.status_code == 422 and bad.json()["detail"] == [{"index": 1,
                                                                     "error": "item_id: Input should be a valid string"}]
-        assert http.post("/events", content=b"{not json").status_code == 400
+        as_json = {"content-type": "application/json"}
+        assert http.post("/events", content=b"{not json", headers=as_json).status_code == 400
         assert http.post("/events", json=[good] * 4).status_code == 413
-        assert http.post("/events", content=b"x" * (settings.serving_max_body_bytes + 1)).status_code == 413
+        assert http.post("/events", content=b"x" * (settings.serving_max_body_bytes + 1),
+                         headers=as_json).status_code == 413
         assert http.post("/events", json=[]).status_code == 422
+        # a cross-site form can send text/plain without a preflight: not accepted
+        plain = http.post("/events", content=json.dumps(good).encode(), headers={"content-type": "text/plain"})
+        assert plain.status_code == 415 and "application/json" in plain.json()["detail"]
+        # a chunked body (no Content-Length) is cut off at the limit, not read whole
+        def chunks():
+            for _ in range(64):
+                yield b" " * (settings.serving_max_body_bytes // 8)
+        assert http.post("/events", content=chunks(), headers=as_json).status_code == 413
+        deep = b"[" * 100_000 + b"]" * 100_000
+        assert http.post("/events", content=deep, headers=as_json).status_code == 400
+        nested = http.post("/events", json={"session_id": {"a": {"b": 1}}, "item_id": "9", "ts": 5.0})
+        assert nested.status_code == 422 and "session_id" in nested.json()["detail"][0]["error"]
+        future = http.post("/events", json=dict(good, ts=time.time() + 10 * 24 * 3600))
+        assert future.status_code == 422 and "future" in future.json()["detail"][0]["error"]
         assert http.get("/recommendations/s", params={"k": 0}).status_code == 422
         assert http.get("/recommendations/s", params={"k": settings.serving_max_k + 1}).status_code == 422
     got = consume(services.kafka, [f"{topics}clicks"], timeout=30, until=lambda r: len(r[f"{topics}clicks"]) >= 3,
                   settle=1.0)
     assert sorted(v["item_id"] for _, v, *_ in got[f"{topics}clicks"]) == ["10", "9", "9"]  # nothing from rejects
+    assert all(v["event_id"] for _, v, *_ in got[f"{topics}clicks"])
     assert {k for k, *_ in got[f"{topics}clicks"]} == {b"e1"}
 
 
@@ -147,6 +166,20 @@ def test_fallbacks_while_redis_is_stopped_and_recovery(services, prefix, tiny_gr
             assert 'streamrec_serving_fallbacks_total{reason="redis-unavailable"} 5.0' in http.get("/metrics").text
     finally:
         local.stop_pid(own.pid)
+
+
+def test_a_session_state_that_does_not_decode_costs_only_that_session(services, prefix, tiny_gru):
+    """Serving batches concurrent requests into one state read: one damaged blob must not fail the others."""
+    client = redis.Redis.from_url(services.redis)
+    publish_first_version(ModelRegistry(client, namespace=prefix), tiny_gru)
+    store = SessionStore(client, prefix)
+    store.put_many({"fine": SessionState(items=[str(tiny_gru.item_ids[0])], clicks=1, first_ts=1.0, last_ts=1.0)})
+    client.set(store.key("damaged"), b'{"items": 7, "n": "x"}\0\x01\x02\x03')  # not a state this code wrote
+    assert store.get_many(["fine", "damaged"])["damaged"] is None
+    with TestClient(create_app(_settings(services, prefix))) as http:
+        damaged, fine = http.get("/recommendations/damaged"), http.get("/recommendations/fine")
+        assert damaged.status_code == 200 and damaged.json()["reason"] == "unknown-session", damaged.text
+        assert fine.status_code == 200 and not fine.json()["fallback"] and fine.json()["items"], fine.text
 
 
 def test_admin_routes_need_the_token(services, prefix, tiny_gru):

@@ -56,3 +56,19 @@ def test_prometheus_scrapes_the_services_and_grafana_plots_metrics_that_exist():
     used = {name for panel in dashboard["panels"] for target in panel["targets"]
             for name in re.findall(r"streamrec_[a-z_]+", target["expr"])}
     assert used and used <= exposed, used - exposed
+
+
+def test_the_cluster_override_makes_three_replicating_kafka_nodes_and_points_every_component_at_them():
+    out = subprocess.run([*_compose(), "-f", str(ROOT / "docker-compose.yml"), "-f",
+                          str(ROOT / "docker-compose.cluster.yml"), "config", "--format", "json"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    services = json.loads(out)["services"]
+    nodes = [services[name]["environment"] for name in ("kafka", "kafka-2", "kafka-3")]
+    assert sorted(int(n["KAFKA_NODE_ID"]) for n in nodes) == [1, 2, 3]
+    assert {n["KAFKA_CONTROLLER_QUORUM_VOTERS"] for n in nodes} == {"1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert all(int(n["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == 3 and int(n["KAFKA_MIN_INSYNC_REPLICAS"]) == 2
+               for n in nodes)
+    for component in ("worker", "serving", "simulator"):
+        env = services[component]["environment"]
+        assert len(env["STREAMREC_KAFKA"].split(",")) == 3 and env["STREAMREC_KAFKA_REPLICATION"] == "3"
+        assert env["STREAMREC_REDIS"] == "redis://redis:6379/0"  # the override kept the rest
