@@ -47,8 +47,8 @@ class SessionState:
     first_ts: float = 0.0
     last_ts: float = 0.0
     prev_ts: float | None = None  # the click before the last one: the serving endpoint rebuilds the stream's context
-    partition: int = -1   # where the last applied click came from: a redelivered click (at-least-once
-    offset: int = -1      # after a crash) is answered again but does not step the state twice
+    partition: int = -1   # where the last applied click came from: a redelivered click (a crash, an aborted
+    offset: int = -1      # transaction) is answered again but does not step the state twice
     ranking: list[tuple[str, float]] | None = None  # W's top items (and Q) after the last click
     ranking_version: str | None = None               # the model version that ranked them
     events: list[str] = field(default_factory=list)  # the last event ids applied: a repeat is a duplicate

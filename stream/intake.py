@@ -226,6 +226,7 @@ class ClickIntake(Service):
         except asyncio.TimeoutError:
             log.error("a transaction has not completed in %.0f s; replacing the producer",
                       self.settings.transaction_stuck_s)
+            inflight.add_done_callback(lambda f: f.exception())  # if it ever returns, nothing is left to report
             self._committer.shutdown(wait=False)  # its thread stays blocked in librdkafka; a new one takes over
             self._committer = ThreadPoolExecutor(1, thread_name_prefix="clicks-commit")
             self._inflight = None

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         "committed after the answers are acknowledged, and a crash answers the clicks since the last commit again")
     transaction_timeout_ms: int = Field(10_000, ge=1000, description="a transaction a dead worker left open is "
                                         "aborted by the broker after this long (sooner if the worker restarts)")
-    transaction_stuck_s: float = Field(10.0, gt=0, description="a transaction call that has not returned after this "
+    transaction_stuck_s: float = Field(3.0, gt=0, description="a transaction call that has not returned after this "
                                        "long is given up with its producer (librdkafka can block past its own "
                                        "timeouts when a coordinator goes away)")
     max_future_skew_s: float = Field(300.0, ge=0, description="a click whose ts is further in the future than this "

@@ -18,7 +18,7 @@ from infra import local
 from models.__main__ import publish_first_version
 from models.registry import ModelRegistry
 from stream.keys import clicks_count
-from tests.integration.test_faults import _answered, _replayed_offline, _scripted_sessions
+from tests.integration.test_faults import _answered, _click, _replayed_offline, _scripted_sessions
 from tests.kafka_helpers import ServiceProcess, consume, produce, produce_paced
 
 pytestmark = pytest.mark.integration
@@ -31,27 +31,29 @@ def test_a_redis_outage_under_load_answers_with_fallbacks_and_applies_every_clic
     client = redis.Redis.from_url(own.address)
     registry = ModelRegistry(client, namespace=topics)
     publish_first_version(registry, tiny_gru)
-    sessions, records = _scripted_sessions(tiny_gru, seed=7, n=1000, prefix="o")
+    sessions, records = _scripted_sessions(tiny_gru, seed=7, n=800, prefix="o")
     env = dict(stream_env, STREAMREC_REDIS=own.address, STREAMREC_BATCH_SIZE="64")
     worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
     slates_topic = f"{topics}recommendations"
-    sender = threading.Thread(target=produce_paced, args=(services.kafka, f"{topics}clicks", records, 200.0))
+    sender = threading.Thread(target=produce_paced, args=(services.kafka, f"{topics}clicks", records, 150.0))
     try:
-        consume(services.kafka, [slates_topic], timeout=120, until=lambda r: len(r[slates_topic]) > 0)  # worker up
+        warm = [(f"warm{n}".encode(), _click(f"warm{n}", str(tiny_gru.item_ids[n]), 999.0)) for n in range(5)]
+        produce(services.kafka, f"{topics}clicks", warm)  # the worker up and answering before the load begins
+        consume(services.kafka, [slates_topic], timeout=120, until=lambda r: len(r[slates_topic]) >= 5)
         sender.start()
-        time.sleep(3.0)
+        time.sleep(2.0)
         local.stop_pid(own.pid)
         down_at = time.time()
         time.sleep(10.0)                                                   # 10 s without Redis, under load
         own = local.start_redis(tmp_path / "redis", port=port)             # its AOF: the states written before
         up_at = time.time()
         sender.join(timeout=60)
-        per_session = Counter(key.decode() for key, _ in records)
+        per_session = Counter(key.decode() for key, _ in records + warm)
         got = consume(services.kafka, [slates_topic], timeout=180, settle=3.0,
                       until=lambda r: _answered(r[slates_topic], per_session)[0] == 0)
         client = redis.Redis.from_url(own.address)
         deadline = time.monotonic() + 60  # the held clicks are applied once the breaker lets a try through
-        while int(client.get(clicks_count(topics)) or 0) < len(records) and time.monotonic() < deadline:
+        while int(client.get(clicks_count(topics)) or 0) < len(records) + len(warm) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert worker.alive(), worker.log()[-2000:]
         short, duplicates = _answered(got[slates_topic], per_session)
@@ -64,7 +66,7 @@ def test_a_redis_outage_under_load_answers_with_fallbacks_and_applies_every_clic
         spread = (min(s["ts"] for s in during) - down_at, up_at - max(s["ts"] for s in during)) if during else None
         assert spread is not None and max(spread) < 3.0, f"the outage's clicks were not answered throughout: {spread}"
         assert max(s["latency_ms"] for s in during) < 3000, "the breaker did not bound the latency during the outage"
-        assert int(client.get(clicks_count(topics))) == len(records)    # every click applied, once
+        assert int(client.get(clicks_count(topics))) == len(records) + len(warm)  # every click applied, once
         _replayed_offline(client, ModelRegistry(client, namespace=topics), sessions, topics)
     finally:
         worker.stop()
