@@ -27,8 +27,9 @@ class Copy(ClickIntake):
     def handle(self, messages: Sequence[Message], use_state: bool) -> Handled:
         return Handled(out=[(COPIES, m.key(), m.value()) for m in messages])
 
-    def catch_up(self, messages: Sequence[Message]) -> None:
+    def catch_up(self, messages: Sequence[Message]) -> list:
         """Nothing is ever held: a copy needs no state."""
+        return []
 
 
 if __name__ == "__main__":

@@ -118,12 +118,14 @@ class AnswerClicks(ClickIntake):
         prometheus.batch_seconds.observe(time.perf_counter() - started)
         return done
 
-    def catch_up(self, messages: Sequence[Message]) -> None:
-        """Apply held clicks to session state, in order (they were answered with fallbacks)."""
-        valid = self._valid(messages, [])
-        if valid:
-            recommender.process([c for _, c in valid], [m.timestamp()[1] / 1000.0 for m, _ in valid],
-                                [(m.partition(), m.offset()) for m, _ in valid], answer=False)
+    def catch_up(self, messages: Sequence[Message]) -> list[Outgoing]:
+        """Apply held clicks to session state, in order (they were answered with fallbacks); their DBGD credit."""
+        valid = self._valid(messages, [])  # held clicks passed it once: no dead letters here
+        if not valid:
+            return []
+        _, feedback = recommender.process([c for _, c in valid], [m.timestamp()[1] / 1000.0 for m, _ in valid],
+                                          [(m.partition(), m.offset()) for m, _ in valid], answer=False)
+        return [(FEEDBACK_TOPIC, None, json.dumps(f).encode()) for f in feedback.as_messages()]
 
     @staticmethod
     def _valid(messages: Sequence[Message], out: list[Outgoing]) -> list[tuple[Message, Click]]:

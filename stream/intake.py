@@ -81,8 +81,9 @@ class ClickIntake(Service):
         open, or older clicks wait in the backlog) answer without touching session state and hold every valid click."""
         raise NotImplementedError
 
-    def catch_up(self, messages: Sequence[Message]) -> None:
-        """Apply held clicks to session state, in order, without answering them (they were); raise if it fails."""
+    def catch_up(self, messages: Sequence[Message]) -> list[Outgoing]:
+        """Apply held clicks to session state, in order, without answering them (they were); raise if it fails.
+        Returns the records applying them made (DBGD credit for clicks on earlier slates), sent with the next batch."""
         raise NotImplementedError
 
     def partitions_changed(self) -> None:
@@ -119,6 +120,7 @@ class ClickIntake(Service):
         self._exactly_once = exactly_once
         self.breaker = Breaker(s.state_retry_s, s.state_retry_max_s)
         self._backlog: list[Message] = []
+        self._caught: list[Outgoing] = []  # what applying the backlog made, for the next transaction
         self._done: dict[int, int] = {}  # partition -> next offset, answered and not yet committed
         self._paused = False
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="clicks-poll")
@@ -186,7 +188,7 @@ class ClickIntake(Service):
         freed."""
         await self._settled()
         self.delivery.settle()
-        if self._backlog and self._catch_up_if_due() and self._done:
+        if self._backlog and self._catch_up_if_due() and (self._done or self._caught):
             await self._send([])
 
     async def _send(self, out: list[Outgoing]) -> None:
@@ -197,10 +199,9 @@ class ClickIntake(Service):
         instead of adding to it, and transactions stay in batch order."""
         if not await self._settled():
             return  # the previous batch's transaction was aborted: this batch is read again too
-        offsets = None
-        if not self._backlog and self._done:
-            offsets = [TopicPartition(self.topic, p, o) for p, o in self._done.items()]
-            self._done = {}
+        offsets = None if self._backlog else self._take_done()
+        if self._caught:  # kept through a rewind: the clicks they credit are replays then, not credited again
+            out, self._caught = self._caught + out, []
         if not self.delivery.blocking:
             self.delivery.send(out, offsets)
             return
@@ -264,7 +265,7 @@ class ClickIntake(Service):
         if not self.breaker.allow():
             return False
         try:
-            self.catch_up(self._backlog)
+            self._caught.extend(self.catch_up(self._backlog))
         except Exception as err:  # noqa: BLE001 - still down: wait longer
             self.breaker.failure()
             log.warning("%d held clicks still wait for session state: %s", len(self._backlog), err)
@@ -295,7 +296,8 @@ class ClickIntake(Service):
                         why)
         self._backlog, self._done = [], {}
         if self._paused:
-            self._paused = False  # the assignment changes, or the seek restarts the fetch; paused state goes too
+            self.consumer.resume(self.consumer.assignment())
+            self._paused = False
         self.partitions_changed()
 
     def lag(self, timeout: float = 2.0) -> int | None:
@@ -333,16 +335,21 @@ class ClickIntake(Service):
         log.info("revoking %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing")
         self._settled_blocking()
         if self.delivery is not None:
-            if not self._backlog and self._done:
+            if not self._backlog and (self._done or self._caught):
                 self._commit_done()
             self.delivery.drain(30.0)
         self._forget_uncommitted("a rebalance")
 
-    def _commit_done(self) -> None:
-        offsets = [TopicPartition(self.topic, p, o) for p, o in self._done.items()]
+    def _take_done(self) -> list[TopicPartition] | None:
+        """The offsets answered since the last send (None if none), handed over to be committed."""
+        offsets = [TopicPartition(self.topic, p, o) for p, o in self._done.items()] or None
         self._done = {}
+        return offsets
+
+    def _commit_done(self) -> None:
+        caught, self._caught = self._caught, []
         try:
-            self.delivery.send([], offsets)
+            self.delivery.send(caught, self._take_done())
         except Aborted:
             log.warning("the offsets of answered clicks were not committed; they will be answered again")
 
@@ -367,7 +374,7 @@ class ClickIntake(Service):
         if self.delivery is not None:
             if self._backlog:
                 self._catch_up_if_due()
-            if not self._backlog and self._done:
+            if not self._backlog and (self._done or self._caught):
                 self._commit_done()
             self.delivery.drain(30.0)
         self.consumer.close()

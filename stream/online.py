@@ -157,7 +157,8 @@ class OnlineRecommender:
         from the stored state without stepping it again, counting it again, or crediting it again.  A
         click repeating an ``event_id`` its session already applied is a duplicate: its slate is None.
         With ``answer`` False the clicks are applied to session state and not answered (they were,
-        with fallbacks, while Redis was away): the slates are all None and the feedback empty.
+        with fallbacks, while Redis was away): the slates are all None and the feedback holds only the
+        clicks' credit to the teams of earlier slates.
 
         Side effects outside the session states (item statistics, the click count, DBGD credit) follow
         the state write, for the clicks it applied first: a batch that fails changes nothing but what
@@ -175,7 +176,7 @@ class OnlineRecommender:
             self._click_stats(clicks, None)
             self._count(len(clicks))
             if not answer:
-                return [None] * len(clicks), Feedback()
+                return [None] * len(clicks), feedback
             return [self.popular_slate(c, p, now) for c, p in zip(clicks, produced_at)], feedback
 
         states = self.sessions.get_many(list({c.session_id: None for c in clicks}))
@@ -195,8 +196,10 @@ class OnlineRecommender:
         for idx in rounds:  # one batched GRU step per round; order within each session holds
             self._step(m, [clicks[i] for i in idx], [offsets[i] for i in idx], [fresh[i] for i in idx], states, idx,
                        last, contexts, seen)
-        ranked = rank_batch(m, last[kept], [contexts[i] for i in kept], [seen[i] for i in kept], self.stats, t,
-                            self.params, explore=self.s.explore, depth=self.depth) if kept else None
+        if len(kept) < len(clicks):  # duplicates are not ranked
+            last, contexts, seen = last[kept], [contexts[i] for i in kept], [seen[i] for i in kept]
+        ranked = rank_batch(m, last, contexts, seen, self.stats, t, self.params, explore=self.s.explore,
+                            depth=self.depth) if kept else None
         if ranked is not None and self.s.session_ranking_items:  # W's ranking after each session's last click
             top = self.s.session_ranking_items
             q_top = ranked.q[:, 0, :top].tolist()
@@ -211,7 +214,7 @@ class OnlineRecommender:
             self._credit(clicks[i], feedback)
         self._click_stats([clicks[i] for i in applied], m)
         if not answer or ranked is None:
-            return [None] * len(clicks), feedback if answer else Feedback()
+            return [None] * len(clicks), feedback
         slates: list[Recommendation | None] = [None] * len(clicks)
         for i, slate in zip(kept, self._slates(m, [clicks[i] for i in kept], [produced_at[i] for i in kept], ranked,
                                                feedback)):
