@@ -5,10 +5,14 @@ STATE := .run
 BROKERS ?= 1
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup up down status demo loop test test-unit bench clean
+.PHONY: setup lock up down status demo loop test test-unit bench clean
 
 setup:
 	@bash infra/setup.sh
+
+## lock: re-resolve requirements.lock (hash-checked pins setup installs) to the newest versions pyproject.toml allows
+lock:
+	@bash infra/lock.sh $${LOCK_ARGS---upgrade}
 
 ## up / down: real Kafka (KRaft) and Redis on 127.0.0.1 (docker compose when a Docker engine answers)
 up: setup
