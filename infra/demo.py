@@ -5,7 +5,6 @@ When ``STREAMREC_KAFKA`` is set the running infrastructure is used and left runn
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -13,12 +12,13 @@ import time
 from pathlib import Path
 
 from infra import local
+from stream.logs import setup_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("demo")
     state = ROOT / ".run" / "demo"
     started: list[local.Service] = []
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -33,6 +33,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from stream.logs import setup_logging
+
 log = logging.getLogger("infra.local")
 
 KAFKA_VERSION = "3.9.1"
@@ -115,14 +117,33 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
+def _wait_for_ports(addresses: str, deadline: float, proc: subprocess.Popen | None = None) -> None:
+    """Block until every ``host:port`` of the comma-separated ``addresses`` accepts a TCP connection."""
+    for address in addresses.split(","):
+        host, port = address.rsplit(":", 1)
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"the process exited with code {proc.returncode} while starting")
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"nothing listens on {address}: {exc}") from exc
+                time.sleep(0.2)
+
+
 def wait_for_kafka(bootstrap: str, timeout: float = 60.0, proc: subprocess.Popen | None = None,
                    brokers: int = 1) -> None:
     """Block until a metadata request to ``bootstrap`` succeeds and lists at least ``brokers`` brokers (a cluster's
     clients see a broker change right after start otherwise, which fails requests in flight)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000})
+    from stream.clients import client_config
+
     deadline = time.monotonic() + timeout
+    _wait_for_ports(bootstrap, deadline, proc)  # no client before a port listens: librdkafka logs every refusal
+    admin = AdminClient(client_config(bootstrap, {"socket.connection.setup.timeout.ms": 2000}))
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -343,7 +364,7 @@ def _alive(pid: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("infra")
     parser = argparse.ArgumentParser(prog="python -m infra.local", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status", "jars"])
     parser.add_argument("--state-dir", type=Path, default=Path(".run"))

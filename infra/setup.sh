@@ -63,7 +63,8 @@ fi
 # The virtualenv is shared by checkouts with the same lock; `streamrec` runs the checkout that last ran setup.
 checkout="$PWD $(sha256sum < pyproject.toml | cut -c1-12)"
 if [ "$(cat "$VENV/.checkout" 2>/dev/null)" != "$checkout" ]; then
-  "$VENV/bin/pip" install -q --no-deps -e . && echo "$checkout" > "$VENV/.checkout"
+  "$VENV/bin/pip" install -q --no-deps -e . >"$VENV/editable.log" 2>&1 || { cat "$VENV/editable.log" >&2; exit 1; }
+  echo "$checkout" > "$VENV/.checkout"
 fi
 ln -sfn "$VENV" .venv
 

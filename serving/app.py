@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving import admin, dashboard
 from serving.dashboard import MetricsFeed
@@ -97,6 +96,7 @@ def create_app(settings: Settings | None = None, freeze_gc: bool = False) -> Fas
         left = app.state.publisher.close()
         if left:
             log.warning("%d records were still waiting for Kafka at shutdown", left)
+        metrics.process_exit()
 
     app = FastAPI(title="streamrec serving", version="0.1.0", lifespan=lifespan,
                   description="Session recommendations from the newest promoted model, click ingest, health, "
@@ -218,7 +218,8 @@ def create_app(settings: Settings | None = None, freeze_gc: bool = False) -> Fas
         rec = app.state.recommender
         model = rec.model
         metrics.set_model(rec.model_name, model.version.meta.get("created") if model else None)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     return app
 

@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from stream.clients import client_config
 from stream.settings import Settings
 from stream.topics import METRICS, MODEL_UPDATES
 
@@ -53,8 +54,8 @@ class MetricsFeed:
 
     def _follow(self) -> None:
         topics = [self.settings.topic(METRICS), self.settings.topic(MODEL_UPDATES)]
-        consumer = Consumer({"bootstrap.servers": self.settings.kafka, "enable.auto.commit": False,
-                             "group.id": f"streamrec-dashboard-{uuid.uuid4().hex[:8]}"})
+        group = f"streamrec-dashboard-{uuid.uuid4().hex[:8]}"
+        consumer = Consumer(client_config(self.settings.kafka, {"enable.auto.commit": False, "group.id": group}))
         try:
             since_ms = int((time.time() - self.history_s) * 1000)
             assign = []

@@ -15,6 +15,7 @@ import threading
 from confluent_kafka import KafkaException, Producer
 
 from serving.metrics import ServingMetrics
+from stream.clients import client_config
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +23,11 @@ log = logging.getLogger(__name__)
 class Publisher:
     def __init__(self, bootstrap: str, metrics: ServingMetrics, timeout_s: float = 600.0) -> None:
         self.metrics = metrics
-        self.config = {
-            "bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True,
+        self.config = client_config(bootstrap, {
+            "linger.ms": 5, "enable.idempotence": True,
             "message.timeout.ms": int(timeout_s * 1000), "queue.buffering.max.messages": 200_000,
             "client.id": "streamrec-serving",
-        }
+        })
         self.producer: Producer | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

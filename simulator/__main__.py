@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simulator.scenario import PRESETS
+from stream.logs import setup_logging
 from stream.settings import get_settings
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--rate", type=float, default=20.0, help="clicks per second")
     demo.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("simulator")
     settings = get_settings()
 
     if args.command == "demo":

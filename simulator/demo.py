@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, Producer
 from rich.console import Console
 from rich.table import Table
 
+from stream.clients import client_config
 from stream.settings import Settings
 from stream.topics import CLICKS, RECOMMENDATIONS, ensure_topics
 
@@ -30,12 +31,12 @@ def run_demo(settings: Settings, clicks: int, rate: float, seed: int, timeout: f
     rng = random.Random(seed)
     run = uuid.uuid4().hex[:6]
     sessions = [f"demo-{run}-{i}" for i in range(max(1, clicks // 4))]
-    consumer = Consumer({"bootstrap.servers": settings.kafka, "group.id": f"demo-{run}",
-                         "auto.offset.reset": "latest", "enable.auto.commit": False})
+    consumer = Consumer(client_config(settings.kafka, {"group.id": f"demo-{run}",
+                                                       "auto.offset.reset": "latest", "enable.auto.commit": False}))
     consumer.subscribe([settings.topic(RECOMMENDATIONS)])
     while not consumer.assignment():  # join the group before producing, so no slate is missed
         consumer.poll(0.1)
-    producer = Producer({"bootstrap.servers": settings.kafka, "enable.idempotence": True})
+    producer = Producer(client_config(settings.kafka, {"enable.idempotence": True}))
     # One click of a session the table leaves out, delivered before the clock starts: on a fresh broker the first
     # idempotent producer waits ~0.5 s for its producer id, which the first slates' latency_ms would otherwise show.
     producer.produce(settings.topic(CLICKS), key=f"warmup-{run}", value=json.dumps(

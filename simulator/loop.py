@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, Producer
 
 from simulator.clickmodel import ClickModel
 from simulator.population import Population, Session
+from stream.clients import client_config
 from stream.records import new_event_id
 from stream.settings import Settings
 from stream.topics import CLICKS, METRICS, RECOMMENDATIONS, ensure_topics
@@ -86,9 +87,9 @@ class ClosedLoop:
     def run(self) -> dict:
         s = self.settings
         ensure_topics(s)
-        producer = Producer({"bootstrap.servers": s.kafka, "enable.idempotence": True, "linger.ms": 2})
-        consumer = Consumer({"bootstrap.servers": s.kafka, "group.id": f"simulator-{time.time_ns()}",
-                             "auto.offset.reset": "latest", "enable.auto.commit": False})
+        producer = Producer(client_config(s.kafka, {"enable.idempotence": True, "linger.ms": 2}))
+        consumer = Consumer(client_config(s.kafka, {"group.id": f"simulator-{time.time_ns()}",
+                                                    "auto.offset.reset": "latest", "enable.auto.commit": False}))
         consumer.subscribe([s.topic(RECOMMENDATIONS)])
         while not consumer.assignment():  # be in the group before the first click, or its slate is missed
             consumer.poll(0.1)

@@ -19,6 +19,7 @@ from confluent_kafka import KafkaException, Producer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from models.data import load_dataset
+from stream.clients import client_config
 from stream.records import new_event_id
 from stream.settings import Settings
 from stream.topics import CLICKS, ensure_topics
@@ -47,8 +48,9 @@ def replay(settings: Settings, events: pd.DataFrame, rate: float, has_time: bool
     """Send ``events`` to ``clicks``; ``linger_ms`` is how long the producer gathers records into one request
     (more throughput, and that much more latency for each click)."""
     ensure_topics(settings)
-    producer = Producer({"bootstrap.servers": settings.kafka, "enable.idempotence": True, "linger.ms": linger_ms,
-                         "batch.num.messages": 10000, "queue.buffering.max.messages": 500000})
+    producer = Producer(client_config(settings.kafka, {
+        "enable.idempotence": True, "linger.ms": linger_ms, "batch.num.messages": 10000,
+        "queue.buffering.max.messages": 500000}))
     # Connect before the clock starts, so a paced replay does not count the connection as the stream's latency.
     # (On a broker that has never handed out a producer id, the first idempotent producer still waits ~0.5 s for
     # one; the benchmarks warm the broker first, and `make demo` sends a warm-up click.)

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from stream.logs import logging_config, set_context, setup_logging
 from stream.settings import get_settings
 from stream.topics import ensure_topics
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    setup_logging(f"stream-{args.command}")
     if args.command == "topics":
         for name in ensure_topics(settings):
             print(name)
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     from stream.app import app, use_event_loop
 
     use_event_loop(settings.event_loop)
+    if settings.log_format == "json":  # Faust configures logging when the worker starts: hand it the JSON handler
+        app.conf.logging_config = logging_config(args.loglevel)
+    set_context(service="worker")
 
     sys.argv = ["python -m stream", "worker", "--loglevel", args.loglevel, "--without-web"] if settings.worker_web_port <= 0 \
         else ["python -m stream", "worker", "--loglevel", args.loglevel, "--web-port", str(settings.worker_web_port),

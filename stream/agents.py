@@ -37,6 +37,7 @@ from stream.control.store import RedisControlStore
 from stream.metrics import OnlineMetrics
 from stream.prometheus import WorkerPrometheus
 from stream.online import OnlineRecommender
+from stream.logs import set_context
 from stream.records import Click, InvalidRecord, dead_letter, decode_click
 from stream.trainer import ProcessTrainer
 from models.sessions import SessionStore
@@ -58,6 +59,8 @@ recommender = OnlineRecommender(
     background_refresh=True, freeze_gc=True,
 )
 
+
+set_context(service="worker", model_version=lambda: recommender.model.name if recommender.model else None)
 
 metrics = OnlineMetrics(k=settings.slate_size)
 prometheus = WorkerPrometheus()
@@ -146,7 +149,8 @@ class AnswerClicks(ClickIntake):
 
 def _dead_letter(m: Message, reason: str) -> bytes:
     letter = dead_letter(m.topic(), m.partition(), m.offset(), reason, m.value(), settings.dead_letter_raw_bytes)
-    log.warning("dead letter %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), reason)
+    log.warning("dead letter %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), reason,
+                extra={"partition": m.partition()})
     prometheus.dead_letters.inc()
     return letter.model_dump_json().encode()
 

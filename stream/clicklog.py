@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
 
+from stream.clients import client_config
+
 log = logging.getLogger(__name__)
 
 
@@ -31,8 +33,8 @@ def read_window(bootstrap: str, topic: str, since: float | None = None, timeout_
                 progress: Callable[[int, int], None] | None = None, until: float | None = None) -> Window:
     """All records of ``topic`` appended at or after ``since`` (unix seconds; None: from the beginning) and,
     given ``until``, with a timestamp no later than that (later ones are left out, not counted as skipped)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"streamrec-retrain-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(client_config(bootstrap, {"group.id": f"streamrec-retrain-{uuid.uuid4().hex[:8]}",
+                                                  "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
     window = Window()
     try:
         meta = consumer.list_topics(topic, timeout=10)

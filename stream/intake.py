@@ -41,6 +41,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from mode import Service
 
 from stream.breaker import Breaker
+from stream.clients import client_config
 from stream.delivery import Aborted, AtLeastOnce, Delivery, Outgoing, Transactional, transactional_id
 from stream.settings import Settings
 
@@ -93,8 +94,8 @@ class ClickIntake(Service):
     def __post_init__(self) -> None:
         s = self.settings
         exactly_once = s.processing_guarantee == "exactly_once"
-        self.consumer = Consumer({
-            "bootstrap.servers": s.kafka, "group.id": clicks_group(s), "client.id": f"{s.app_id}-clicks",
+        self.consumer = Consumer(client_config(s.kafka, {
+            "group.id": clicks_group(s), "client.id": f"{s.app_id}-clicks",
             "auto.offset.reset": s.auto_offset_reset,
             "isolation.level": "read_committed",
             "enable.auto.commit": not exactly_once, "auto.commit.interval.ms": 250,  # a crash redelivers ~0.25 s
@@ -102,13 +103,13 @@ class ClickIntake(Service):
             "fetch.wait.max.ms": s.fetch_max_wait_ms,
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000,  # a dead worker's clicks move on in ~10 s
             "queued.max.messages.kbytes": 16_384,  # prefetch at most 16 MiB per worker
-        })
-        producer = {
-            "bootstrap.servers": s.kafka, "client.id": f"{s.app_id}-slates",
+        }))
+        producer = client_config(s.kafka, {
+            "client.id": f"{s.app_id}-slates",
             "enable.idempotence": True,  # acks=all, ordered retries without duplicates
             "linger.ms": 2,
             "partitioner": "murmur2_random",  # the Java client's partitioner: a session's slates on one partition
-        }
+        })
         if exactly_once:
             producer.update({"transactional.id": transactional_id(s.app_id, Path(s.data_dir) / "transactional-ids"),
                              "transaction.timeout.ms": s.transaction_timeout_ms,
@@ -168,7 +169,7 @@ class ClickIntake(Service):
         for m in messages:
             err = m.error()
             if err is not None:
-                log.warning("consumer error on %s: %s", self.topic, err)
+                log.warning("consumer error on %s: %s", self.topic, err, extra={"partition": m.partition()})
                 continue
             good.append(m)
             self._done[m.partition()] = m.offset() + 1
@@ -326,13 +327,15 @@ class ClickIntake(Service):
     # ------------------------------------------------------------------ rebalances and stopping
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing")
+        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing",
+                 extra={"partition": [p.partition for p in partitions]})
         self.partitions_changed()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Called inside poll/consume before the partitions go to another worker: answers out, offsets in.  Clicks
         still held for session state cannot be committed; the next owner reads them again."""
-        log.info("revoking %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing")
+        log.info("revoking %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing",
+                 extra={"partition": [p.partition for p in partitions]})
         self._settled_blocking()
         if self.delivery is not None:
             if not self._backlog and (self._done or self._caught):

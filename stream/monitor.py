@@ -21,6 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from stream.clients import client_config
 from stream.settings import Settings
 from stream.topics import METRICS
 
@@ -109,9 +110,9 @@ def run(settings: Settings, duration_s: float | None = None, from_beginning: boo
         console: Console | None = None) -> MonitorState:
     """Follow ``metrics`` and redraw until interrupted (or for ``duration_s``)."""
     console = console or Console()
-    consumer = Consumer({"bootstrap.servers": settings.kafka, "group.id": f"streamrec-monitor-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest" if from_beginning else "latest",
-                         "enable.auto.commit": False})
+    consumer = Consumer(client_config(settings.kafka, {"group.id": f"streamrec-monitor-{uuid.uuid4().hex[:8]}",
+                                                       "auto.offset.reset": "earliest" if from_beginning else "latest",
+                                                       "enable.auto.commit": False}))
     consumer.subscribe([settings.topic(METRICS)])
     state = MonitorState()
     end = time.monotonic() + duration_s if duration_s else None

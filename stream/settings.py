@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     kafka_replication: int = Field(1, ge=1, description="replication factor of the topics streamrec creates; at 3 or "
                                    "more they get min.insync.replicas = replication - 1 (`make up BROKERS=3` prints 3)")
 
+    # --- logs (every service)
+    log_format: Literal["text", "json"] = Field("text", description="text lines, or one JSON object per line with "
+                                                "service, worker, partition and model_version (stream/logs.py)")
+    kafka_log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "warning", description="librdkafka's lines reach the `librdkafka` logger at this level and above")
+
     # --- topics: names are prefixed so that tests and runs can share one broker without interfering
     topic_prefix: str = Field("", description="prepended to every topic name")
     clicks_partitions: int = Field(4, ge=1, description="partitions of `clicks` (keyed by session_id)")

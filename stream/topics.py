@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream.clients import client_config
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def create_missing(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0
     With ``replication`` of 3 or more a topic also gets ``min.insync.replicas = replication - 1``: with acks=all
     (the idempotent and transactional producers) a write is acknowledged once on two of three brokers, and one
     broker may be down without stopping writes."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     created: list[str] = []
     for attempt in range(3):  # a cluster's metadata may still be changing (a broker joining): ask again
         existing = set(admin.list_topics(timeout=timeout).topics)
