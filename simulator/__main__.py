@@ -88,14 +88,25 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--clicks", type=int, default=20)
     demo.add_argument("--rate", type=float, default=20.0, help="clicks per second")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--sessions-from", type=Path, help="replay the click paths of this GRU4Rec TSV log's last "
+                      "sessions instead of random clicks")
+    demo.add_argument("--sessions", type=int, default=8, help="how many sessions of --sessions-from")
+    demo.add_argument("--json", type=Path, help="also write the answered clicks and slates here")
     args = parser.parse_args(argv)
     setup_logging("simulator")
     settings = get_settings()
 
     if args.command == "demo":
-        from simulator.demo import run_demo
+        from simulator import demo as demo_run
 
-        return 0 if run_demo(settings, args.clicks, args.rate, args.seed) == args.clicks else 1
+        paths = demo_run.log_paths(args.sessions_from, args.sessions) if args.sessions_from \
+            else demo_run.random_paths(args.clicks, args.seed)
+        answered = demo_run.run_demo(settings, paths, args.rate)
+        sent = sum(map(len, paths))
+        demo_run.print_slates(answered, sent)
+        if args.json:
+            demo_run.save(answered, args.json)
+        return 0 if len(answered) == sent else 1
     if args.command == "replay":
         from simulator.replay import replay, replay_events
 

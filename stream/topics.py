@@ -91,5 +91,6 @@ def create_missing(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0
         if not retry:
             break
         time.sleep(1.0)
-    log.info("created topics %s", ", ".join(created) or "(none: created concurrently)")
+    if created:
+        log.info("created topics %s", ", ".join(created))
     return created
