@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 STATE := .run
 BROKERS ?= 1
+PROMETHEUS ?= 0
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: setup lock up down status demo loop test test-unit bench clean
@@ -19,7 +20,7 @@ up: setup
 	@if docker info >/dev/null 2>&1; then \
 		docker compose up -d --wait kafka redis && \
 		echo "STREAMREC_KAFKA=127.0.0.1:29092" && echo "STREAMREC_REDIS=redis://127.0.0.1:6379/0"; \
-	else $(PY) -m infra.local up --state-dir $(STATE) --brokers $(BROKERS); fi
+	else $(PY) -m infra.local up --state-dir $(STATE) --brokers $(BROKERS) $(if $(filter 1,$(PROMETHEUS)),--prometheus); fi
 
 down:
 	@if docker info >/dev/null 2>&1; then docker compose down; \

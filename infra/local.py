@@ -1,7 +1,7 @@
 """Real Apache Kafka (KRaft, single node) and Redis 7 on this machine, without Docker.
 
-Used by ``make up`` / ``make down``, by the test fixtures and by CI.  Both servers listen on
-127.0.0.1 only, on ports chosen here (free ports unless given), write their logs to files in a
+Used by ``make up`` / ``make down``, by the test fixtures and by CI (Prometheus: ``infra/monitoring.py``).  The
+servers listen on 127.0.0.1 only, on ports chosen here (free ports unless given), write their logs to files in a
 state directory, and are stopped by the PID we started them with.
 
 The Kafka jars are resolved from Maven Central by ``mvn dependency:copy-dependencies`` (see
@@ -9,7 +9,7 @@ The Kafka jars are resolved from Maven Central by ``mvn dependency:copy-dependen
 
 Command line::
 
-    python -m infra.local up   [--state-dir .run] [--kafka-port N] [--redis-port N]
+    python -m infra.local up   [--state-dir .run] [--kafka-port N] [--redis-port N] [--brokers 3] [--prometheus]
     python -m infra.local down [--state-dir .run]
     python -m infra.local status [--state-dir .run]
 """
@@ -332,15 +332,22 @@ def _state_file(state_dir: Path) -> Path:
     return Path(state_dir) / "services.json"
 
 
-def up(state_dir: Path, kafka_port: int | None, redis_port: int | None, brokers: int = 1) -> list[Service]:
+def up(state_dir: Path, kafka_port: int | None, redis_port: int | None, brokers: int = 1,
+       prometheus_port: int | None = None) -> list[Service]:
+    """Start what is not running yet: Kafka (``brokers`` nodes), Redis and, given a port, Prometheus."""
     state_dir.mkdir(parents=True, exist_ok=True)
     if _state_file(state_dir).exists():
         running = [Service(**s) for s in json.loads(_state_file(state_dir).read_text())]
-        if all(_alive(s.pid) for s in running) and sum(s.name == "kafka" for s in running) == brokers:
+        if all(_alive(s.pid) for s in running) and sum(s.name == "kafka" for s in running) == brokers \
+                and any(s.name == "prometheus" for s in running) == bool(prometheus_port):
             return running
         down(state_dir)
     kafka = [start_kafka(state_dir, kafka_port)] if brokers == 1 else start_kafka_cluster(state_dir, brokers)
     services = [*kafka, start_redis(state_dir, redis_port)]
+    if prometheus_port:
+        from infra.monitoring import start_prometheus
+
+        services.append(start_prometheus(state_dir, prometheus_port))
     _state_file(state_dir).write_text(json.dumps([asdict(s) for s in services], indent=2))
     return services
 
@@ -373,18 +380,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--brokers", type=int, default=1, choices=[1, 3],
                         help="Kafka nodes: 1, or a 3-node KRaft cluster on loopback (replication factor 3, "
                              "min.insync.replicas 2)")
+    parser.add_argument("--prometheus", action="store_true", help="also start Prometheus (Debian's package) with "
+                        "infra/prometheus's config and alerting rules, scraping 127.0.0.1:9108 (a worker with "
+                        "STREAMREC_METRICS_PORT=9108) and 127.0.0.1:8000 (serving)")
+    parser.add_argument("--prometheus-port", type=int, default=9090)
     args = parser.parse_args(argv)
     try:
         if args.command == "jars":
             print(kafka_libs())
         elif args.command == "up":
-            services = up(args.state_dir.resolve(), args.kafka_port, args.redis_port, args.brokers)
+            services = up(args.state_dir.resolve(), args.kafka_port, args.redis_port, args.brokers,
+                          args.prometheus_port if args.prometheus else None)
             kafka = [s for s in services if s.name == "kafka"]
             rds = next(s for s in services if s.name == "redis")
             print(f"STREAMREC_KAFKA={bootstrap(kafka)}  # Apache Kafka {kafka[0].version}, {len(kafka)} node(s)")
             if len(kafka) > 1:
                 print(f"STREAMREC_KAFKA_REPLICATION={len(kafka)}")
             print(f"STREAMREC_REDIS={rds.address}  # Redis {rds.version}")
+            for prom in (s for s in services if s.name == "prometheus"):
+                print(f"STREAMREC_METRICS_PORT=9108  # for the worker; Prometheus {prom.version} at {prom.address}")
         elif args.command == "down":
             down(args.state_dir.resolve())
         else:

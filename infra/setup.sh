@@ -17,6 +17,7 @@ command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v kcat >/dev/null || missing+=(kcat)
+command -v promtool >/dev/null || missing+=(prometheus)           # `make up PROMETHEUS=1`; the alerting rules' tests
 command -v wrk >/dev/null || missing+=(wrk)                       # bench/serving_latency: the load generator
 command -v chromium >/dev/null || missing+=(chromium)             # the dashboard test drives a real browser
 command -v chromedriver >/dev/null || missing+=(chromium-driver)

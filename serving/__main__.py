@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging("serving", args.log_level)
     settings = Settings()
-    log_config = logging_config(args.log_level)  # uvicorn applies it in each worker process
+    log_config = logging_config(args.log_level, service="serving")  # uvicorn applies it in each worker process
     host, port = args.host or settings.serving_host, args.port or settings.serving_port
     if settings.serving_workers == 1:
         uvicorn.run(create_app(settings, freeze_gc=True), host=host, port=port, log_level=args.log_level,

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
-import logging
 import signal
 import sys
 import time
 from pathlib import Path
 
-from stream.logs import logging_config, set_context, setup_logging
+from stream.logs import logging_config, setup_logging
 from stream.settings import get_settings
 from stream.topics import ensure_topics
 
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = get_settings()
-    setup_logging(f"stream-{args.command}")
+    setup_logging("worker" if args.command == "worker" else f"stream-{args.command}")
     if args.command == "topics":
         for name in ensure_topics(settings):
             print(name)
@@ -99,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     use_event_loop(settings.event_loop)
     if settings.log_format == "json":  # Faust configures logging when the worker starts: hand it the JSON handler
-        app.conf.logging_config = logging_config(args.loglevel)
-    set_context(service="worker")
+        app.conf.logging_config = logging_config(args.loglevel, service="worker")
 
     sys.argv = ["python -m stream", "worker", "--loglevel", args.loglevel, "--without-web"] if settings.worker_web_port <= 0 \
         else ["python -m stream", "worker", "--loglevel", args.loglevel, "--web-port", str(settings.worker_web_port),

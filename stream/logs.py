@@ -44,7 +44,13 @@ def set_context(**fields: Any) -> None:
 
 
 class ContextFilter(logging.Filter):
-    """Puts the context fields on a record that does not carry them already (``extra=`` wins)."""
+    """Puts the context fields on a record that does not carry them already (``extra=`` wins). ``service`` names the
+    process when nothing set it (a uvicorn worker process builds its logging from the dictConfig alone)."""
+
+    def __init__(self, service: str | None = None) -> None:
+        super().__init__()
+        if service and not _context["service"]:
+            _context["service"] = service
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _context.items():
@@ -65,21 +71,21 @@ def _formatter(fmt: str) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT)
 
 
-def handler_for(fmt: str, stream: TextIO | None = None) -> logging.Handler:
+def handler_for(fmt: str, stream: TextIO | None = None, service: str | None = None) -> logging.Handler:
     """A stream handler in ``fmt`` (``text`` or ``json``) with the context filter."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_formatter(fmt))
-    handler.addFilter(ContextFilter())
+    handler.addFilter(ContextFilter(service))
     return handler
 
 
-def logging_config(level: str | int = "INFO", fmt: str | None = None) -> dict[str, Any]:
+def logging_config(level: str | int = "INFO", fmt: str | None = None, service: str | None = None) -> dict[str, Any]:
     """A :func:`logging.config.dictConfig` dictionary (what Faust and uvicorn take) for ``fmt``."""
     fmt = fmt or get_settings().log_format
     level = logging.getLevelName(level) if isinstance(level, int) else level.upper()
     return {
         "version": 1, "disable_existing_loggers": False,
-        "handlers": {"default": {"()": handler_for, "fmt": fmt}},
+        "handlers": {"default": {"()": handler_for, "fmt": fmt, "service": service}},
         "root": {"level": level, "handlers": ["default"]},
         "loggers": {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error")}
         | {"uvicorn.access": {"handlers": [], "propagate": True, "level": "WARNING"}},
@@ -90,4 +96,4 @@ def setup_logging(service: str, level: str | int = "INFO", fmt: str | None = Non
                   **context: Callable[[], Any] | Any) -> None:
     """Configure the root logger for ``service`` (text, or JSON with ``STREAMREC_LOG_FORMAT=json``)."""
     set_context(service=service, **context)
-    logging.config.dictConfig(logging_config(level, fmt))
+    logging.config.dictConfig(logging_config(level, fmt, service))

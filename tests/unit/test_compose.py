@@ -30,7 +30,7 @@ def test_compose_file_is_valid_and_runs_each_component_as_a_module():
         assert command[:3] == ["python", "-m", component if component != "worker" else "stream"]
 
 
-def test_prometheus_scrapes_the_services_and_grafana_plots_metrics_that_exist():
+def test_prometheus_scrapes_the_services_and_grafana_and_the_alerts_query_metrics_that_exist():
     import re
 
     import yaml
@@ -56,6 +56,10 @@ def test_prometheus_scrapes_the_services_and_grafana_plots_metrics_that_exist():
     used = {name for panel in dashboard["panels"] for target in panel["targets"]
             for name in re.findall(r"streamrec_[a-z_]+", target["expr"])}
     assert used and used <= exposed, used - exposed
+    rules = yaml.safe_load((ROOT / "infra/prometheus/alerts.yml").read_text())
+    alerting = {name for group in rules["groups"] for rule in group["rules"]
+                for name in re.findall(r"streamrec_[a-z_]+", rule["expr"])}
+    assert len(alerting) >= 6 and alerting <= exposed, alerting - exposed
 
 
 def test_the_cluster_override_makes_three_replicating_kafka_nodes_and_points_every_component_at_them():
