@@ -6,7 +6,7 @@ BROKERS ?= 1
 PROMETHEUS ?= 0
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup lock up down status demo loop test test-unit bench clean
+.PHONY: setup lock up down status demo loop test test-unit bench docs clean
 
 setup:
 	@bash infra/setup.sh
@@ -46,6 +46,10 @@ test-unit: setup
 
 bench: setup
 	@$(PY) -m bench $(BENCH_ARGS)
+
+## docs: regenerate the settings reference in docs/operations.md from stream/settings.py
+docs: setup
+	@$(PY) -m stream settings --write docs/operations.md
 
 clean: down
 	rm -rf $(STATE) .pytest_cache

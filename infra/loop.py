@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from infra import local
+from stream.logs import setup_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("loop")
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--port", type=int, default=8000, help="the serving endpoint's port")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s loop: %(message)s")
+    setup_logging("loop")
     state = ROOT / ".run" / "loop"
     state.mkdir(parents=True, exist_ok=True)
     out = ROOT / "runs" / time.strftime("%Y%m%d-%H%M%S")

@@ -2,6 +2,7 @@
 
     python -m stream worker [--loglevel info]   run a Faust worker (creates the topics first)
     python -m stream topics                     create the wire topics and exit
+    python -m stream settings [--write FILE]    the settings reference (docs/operations.md)
     python -m stream monitor [--duration S]     live terminal view of the metrics topic
     python -m stream report [--since 10m] --out DIR   plots and a markdown summary of a run
     python -m stream retrain                    ask the controller for a major retrain now
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="run a Faust stream worker")
     worker.add_argument("--loglevel", default="info")
     sub.add_parser("topics", help="create the wire topics (idempotent)")
+    ref = sub.add_parser("settings", help="print the settings reference (markdown), or write it into a doc")
+    ref.add_argument("--write", type=Path, help="replace the reference between its markers in this file")
     mon = sub.add_parser("monitor", help="live view of the online metrics")
     mon.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
     mon.add_argument("--from-beginning", action="store_true", help="replay the topic first")
@@ -58,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     setup_logging("worker" if args.command == "worker" else f"stream-{args.command}")
+    if args.command == "settings":
+        from stream import settings_doc
+
+        if args.write:
+            print(f"{args.write}: {'updated' if settings_doc.write(args.write) else 'already current'}")
+        else:
+            print(settings_doc.reference(), end="")
+        return 0
     if args.command == "topics":
         for name in ensure_topics(settings):
             print(name)

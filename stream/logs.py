@@ -31,6 +31,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from stream.settings import get_settings
 
+QUIET = ("uvicorn.access", "httpx", "faiss.loader")  # a line per request, or per CPU feature faiss probes at import
 TEXT_FORMAT = "[%(asctime)s] %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = ("asctime", "levelname", "name", "message", "service", "worker", "partition", "model_version")
 HOST = socket.gethostname()
@@ -88,7 +89,7 @@ def logging_config(level: str | int = "INFO", fmt: str | None = None, service: s
         "handlers": {"default": {"()": handler_for, "fmt": fmt, "service": service}},
         "root": {"level": level, "handlers": ["default"]},
         "loggers": {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error")}
-        | {"uvicorn.access": {"handlers": [], "propagate": True, "level": "WARNING"}},
+        | {name: {"handlers": [], "propagate": True, "level": "WARNING"} for name in QUIET},
     }
 
 
@@ -97,3 +98,5 @@ def setup_logging(service: str, level: str | int = "INFO", fmt: str | None = Non
     """Configure the root logger for ``service`` (text, or JSON with ``STREAMREC_LOG_FORMAT=json``)."""
     set_context(service=service, **context)
     logging.config.dictConfig(logging_config(level, fmt, service))
+    for name in QUIET:  # kept when Faust replaces the handlers with its own (text format)
+        logging.getLogger(name).setLevel(logging.WARNING)

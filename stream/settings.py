@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     # --- topics: names are prefixed so that tests and runs can share one broker without interfering
     topic_prefix: str = Field("", description="prepended to every topic name")
     clicks_partitions: int = Field(4, ge=1, description="partitions of `clicks` (keyed by session_id)")
-    recommendations_partitions: int = Field(4, ge=1)
-    dead_letters_partitions: int = Field(1, ge=1)
+    recommendations_partitions: int = Field(4, ge=1, description="partitions of `recommendations` (keyed by "
+                                            "session_id: a session's slates in order)")
+    dead_letters_partitions: int = Field(1, ge=1, description="partitions of `dead-letters`")
     metrics_partitions: int = Field(1, ge=1, description="one partition keeps the metrics in time order")
     model_updates_partitions: int = Field(1, ge=1, description="one partition: a total order of versions")
 
@@ -52,7 +53,8 @@ class Settings(BaseSettings):
     dead_letters_retention_s: float = Field(30 * 24 * 3600, gt=0, description="dead letters are kept this long ...")
     dead_letters_retention_bytes: int = Field(1 << 30, ge=1 << 20, description="... and at most this many bytes per "
                                               "partition")
-    auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$")
+    auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$", description="where a new consumer "
+                                   "group starts reading `clicks`")
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
         "exactly_once", description="exactly_once: a batch's slates, dead letters and DBGD feedback are committed in "
         "one Kafka transaction with its click offsets (readers use read_committed); at_least_once: offsets are "
@@ -67,7 +69,7 @@ class Settings(BaseSettings):
     state_retry_s: float = Field(0.5, gt=0, description="first wait before session state is tried again after Redis "
                                  "failed (doubling up to state_retry_max_s); clicks meanwhile get fallback slates and "
                                  "their offsets wait until their state is applied")
-    state_retry_max_s: float = Field(8.0, gt=0)
+    state_retry_max_s: float = Field(8.0, gt=0, description="longest wait between session-state retries")
     max_backlog_clicks: int = Field(50_000, ge=1, description="clicks answered with fallbacks and not yet applied to "
                                     "session state; beyond this the worker stops reading until Redis is back")
     event_id_memory: int = Field(32, ge=0, description="event ids remembered per session: a click repeating one is a "
@@ -105,8 +107,9 @@ class Settings(BaseSettings):
     ann_probe: float = Field(0.065, gt=0, le=1, description="share of the index's lists scanned per query (at least "
                              "8): more finds more of the exact top-N, and costs proportionally more")
     exclude_seen: bool = Field(True, description="leave a session's own items out of its candidates")
-    popular_half_life_s: float = Field(3600.0, gt=0)
-    fresh_window_s: float = Field(3600.0, gt=0)
+    popular_half_life_s: float = Field(3600.0, gt=0, description="an item's click count halves in this much event "
+                                       "time (the recently popular candidates and fallback)")
+    fresh_window_s: float = Field(3600.0, gt=0, description="items first seen this recently are fresh candidates")
     new_item_min_sessions: int = Field(3, ge=1, description="an item outside the model's catalog enters the item "
                                        "statistics (and so the popular and fresh candidates) once this many distinct "
                                        "sessions clicked it")
@@ -121,7 +124,8 @@ class Settings(BaseSettings):
     dbgd_eta: float = Field(0.05, gt=0, description="step towards a winning explorer: W += eta * dW")
     dbgd_window: int = Field(1000, ge=1, description="interleaved impressions per DBGD decision")
     dbgd_window_s: float = Field(300.0, gt=0, description="or decide after this many seconds")
-    interleaving: str = Field("team-draft", pattern="^(team-draft|probabilistic)$")
+    interleaving: str = Field("team-draft", pattern="^(team-draft|probabilistic)$", description="how the current "
+                              "and the explorer's rankings share a slate")
     explore: bool = Field(True, description="interleave the explorer's ranking into slates (DBGD); off: the "
                           "current ranking only, and W stays as it is until a major retrain")
     seed: int = Field(0, description="seed for interleaving coins and DBGD draws")
@@ -130,7 +134,7 @@ class Settings(BaseSettings):
     retrain_every_s: float = Field(0.0, ge=0, description="retrain on this schedule (0: off)")
     retrain_every_clicks: int = Field(0, ge=0, description="or after this many clicks (0: off)")
     retrain_window_s: float = Field(3600.0, gt=0, description="the retrain reads this much of the log back")
-    retrain_epochs: int = Field(1, ge=1)
+    retrain_epochs: int = Field(1, ge=1, description="epochs of a major retrain over its window")
     retrain_learning_rate: float | None = Field(None, gt=0, description="warm-start rate (default: the model's)")
     retrain_holdout: float = Field(0.1, gt=0, lt=1, description="newest share of the window's sessions held out for "
                                    "the offline comparison")
@@ -174,12 +178,12 @@ class Settings(BaseSettings):
 
     # --- the serving endpoint (python -m serving)
     serving_host: str = Field("127.0.0.1", description="interface the HTTP server binds")
-    serving_port: int = Field(8000, ge=0, le=65535)
+    serving_port: int = Field(8000, ge=0, le=65535, description="port the HTTP server binds")
     serving_workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads the model)")
     serving_max_k: int = Field(100, ge=1, description="largest k a client may ask for")
     serving_max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
     serving_max_events: int = Field(1000, ge=1, description="clicks per POST /events")
-    serving_torch_threads: int = Field(1, ge=1)
+    serving_torch_threads: int = Field(1, ge=1, description="torch threads per serving process")
     serving_redis_timeout_s: float = Field(0.25, gt=0, description="Redis socket timeout for a request")
     serving_redis_retry_s: float = Field(1.0, ge=0, description="after a Redis failure, serve fallbacks this long")
     serving_publish_timeout_s: float = Field(600.0, gt=0, description="how long a slate may wait for Kafka")
