@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -101,16 +102,25 @@ def _mark(a: demo.Answered) -> str:
     return " ".join(a.slate[:5]) + (" ✓" if a.hit else "")
 
 
-def summary(answered: list[demo.Answered]) -> str:
+def hits(answered: list[demo.Answered]) -> dict:
+    """How many of the clicks that have a next click had it in their slate, and which versions answered."""
     scored = [a for a in answered if a.next_item is not None]
-    versions = sorted({a.model_version for a in answered})
-    return f"{sum(a.hit for a in scored)} of {len(scored)} next clicks in the slate ({', '.join(versions)})"
+    return {"hits": sum(a.hit for a in scored), "scored": len(scored),
+            "versions": sorted({a.model_version for a in answered})}
 
 
-def main() -> int:
+def summary(answered: list[demo.Answered]) -> str:
+    h = hits(answered)
+    return f"{h['hits']} of {h['scored']} next clicks in the slate ({', '.join(h['versions'])})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".run" / "demo",
+                        help="logs, the trained model and summary.json")
+    state = parser.parse_args(argv).state_dir.resolve()
     setup_logging("demo")
     console = Console()
-    state = ROOT / ".run" / "demo"
     state.mkdir(parents=True, exist_ok=True)
     started: list[local.Service] = []
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -147,7 +157,7 @@ def main() -> int:
         console.print(f"popular fallback: {summary(before)}\nGRU4Rec:          {summary(after)}")
         console.print(f"\nread the slates with any Kafka client, e.g.:\n  kcat -b {env['STREAMREC_KAFKA']} -t "
                       f"{env['STREAMREC_TOPIC_PREFIX']}recommendations -C -e -q | tail -3\n(worker log: {worker_log})")
-        (state / "summary.json").write_text(json.dumps({"popular": summary(before), "gru4rec": summary(after)}))
+        (state / "summary.json").write_text(json.dumps({"popular": hits(before), "gru4rec": hits(after)}))
         return 0 if before and after else 1
     finally:
         if worker is not None:

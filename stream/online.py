@@ -1,4 +1,4 @@
-"""The online loop's steps 2-6 for one micro-batch of clicks (DESIGN.md, "The online loop").
+"""The online loop's steps 2-6 for one micro-batch of clicks (docs/architecture.md, "The stream worker").
 
 For every click: read the session's state, step it through GRU4Rec (batched across sessions),
 gather candidates (GRU4Rec's top-N over the catalog, recently popular and fresh items), score them
