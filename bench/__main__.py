@@ -36,6 +36,10 @@ BENCHMARKS: dict[str, list[str]] = {
     "promotion-pause": ["bench.promotion_pause"],
     "warm-start": ["bench.warm_start"],
     "online-study": ["bench.online_study"],
+    "replay-eval-yoochoose": ["bench.replay_eval", "--dataset", "yoochoose-100k",
+                              "--out", "bench/results/replay-eval-yoochoose"],
+    "replay-eval-diginetica": ["bench.replay_eval", "--dataset", "diginetica", "--gru-epochs", "1",
+                               "--out", "bench/results/replay-eval-diginetica"],
 }
 QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-params": ["--epochs", "1"],
          "gru4rec-diginetica": ["--epochs", "1"],
@@ -51,7 +55,9 @@ QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-pa
          "retrain-time": ["--epochs", "1"], "promotion-pause": [], "warm-start": [],
          "registry-publish": ["--items", "50000"],
          "retrain-latency": ["--prefill", "20000", "--epochs", "1", "--before-s", "5", "--after-s", "3"],
-         "online-study": ["--duration", "120", "--seeds", "2", "--variants", "full", "frozen", "popular"]}
+         "online-study": ["--duration", "120", "--seeds", "2", "--variants", "full", "frozen", "popular"],
+         "replay-eval-yoochoose": ["--limit", "3000", "--gru-epochs", "1"],
+         "replay-eval-diginetica": ["--limit", "3000"]}
 
 
 def machine() -> dict:

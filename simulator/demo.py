@@ -51,7 +51,7 @@ def random_paths(clicks: int, seed: int) -> list[list[str]]:
     """``clicks`` clicks over ``clicks // 4`` sessions on items 0-49, popular ones more often (Pareto).
 
     >>> [len(p) for p in random_paths(8, 0)]
-    [5, 3]
+    [2, 6]
     """
     rng = random.Random(seed)
     paths: list[list[str]] = [[] for _ in range(max(1, clicks // 4))]

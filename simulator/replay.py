@@ -45,7 +45,8 @@ def replay_events(name: str, data_dir: Path, split: str = "all", limit: int | No
 
 def replay(settings: Settings, events: pd.DataFrame, rate: float, has_time: bool, progress: bool = True,
            session_prefix: str = "", linger_ms: float = 5.0) -> dict:
-    """Send ``events`` to ``clicks``; ``linger_ms`` is how long the producer gathers records into one request
+    """Send ``events`` to ``clicks`` (each click's ``event_id`` from an ``EventId`` column if there is one, else a new
+    one); ``linger_ms`` is how long the producer gathers records into one request
     (more throughput, and that much more latency for each click)."""
     ensure_topics(settings)
     producer = Producer(client_config(settings.kafka, {
@@ -68,6 +69,7 @@ def replay(settings: Settings, events: pd.DataFrame, rate: float, has_time: bool
     sessions = events["SessionId"].to_numpy()
     items = events["ItemId"].astype(str).to_numpy()
     times = events["Time"].to_numpy(dtype=np.float64)
+    event_ids = events["EventId"].astype(str).to_numpy() if "EventId" in events else None
     topic = settings.topic(CLICKS)
     n = len(events)
     start = time.monotonic()
@@ -82,7 +84,7 @@ def replay(settings: Settings, events: pd.DataFrame, rate: float, has_time: bool
             sid = f"{session_prefix}{sessions[i]}"
             value = json.dumps({"session_id": sid, "item_id": items[i],
                                 "ts": float(times[i]) if has_time else time.time(), "event_type": "click",
-                                "event_id": new_event_id()})
+                                "event_id": event_ids[i] if event_ids is not None else new_event_id()})
             while True:
                 try:
                     producer.produce(topic, key=sid, value=value, on_delivery=on_delivery)

@@ -1,0 +1,321 @@
+"""Prequential replay evaluation: a real log streamed through Kafka into the running workers, every slate scored.
+
+    python -m bench.replay_eval --dataset yoochoose-100k            # or --train A.tsv --test B.tsv (GRU4Rec format)
+    python -m bench.replay_eval --dataset diginetica --gru-epochs 1 --variants static full vsknn popular
+
+The log's first part (``--train``) trains the first GRU4Rec offline; the rest (``--test``) is replayed into
+``clicks`` through a real broker, and each system variant's worker(s) answer it as they would live traffic, one
+slate of ``--k`` items per click. Every slate published after a session's click *t* is scored against that
+session's click *t+1* (``models/prequential.py``: HitRate@k, MRR@k; next items never seen before counted apart).
+Variants, on the same replay:
+
+- ``static``: the first model as it is: no exploration, no retrains, no minor updates;
+- ``full``: the system's defaults, with major retrains from the log on the controller's click schedule (after each
+  third of the stream, the replay waits for the controller's decision: the hours a live log has between retrains
+  are compressed here) — DBGD gets no credit, since nobody clicks the slates in a replay;
+- ``popular``: the recently popular items (the system's own ``ItemStats`` and fallback), learned click by click;
+- ``vsknn``: V-SKNN (``models/vsknn.py``), learned click by click, its parameters as flags.
+
+The two baselines run in this process over the same clicks in the same order (test, then learn). Output: a table
+on stderr, ``replay_eval.json`` and ``replay_eval.png`` (HitRate@k over the log, in windows) in ``--out``, and the
+JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import redis
+from confluent_kafka import Consumer
+
+from bench.common import DATA, ROOT
+from bench.stream_throughput import _start_group
+from infra import local
+from models.__main__ import publish_first_version
+from models.data import load_dataset, load_tsv
+from models.gru4rec import GRU4Rec, GRU4RecParams
+from models.itemstats import ItemStats
+from models.prequential import Prequential, Target, log_order, ordered, targets
+from models.recommend import popular_items
+from models.registry import ModelRegistry
+from models.vsknn import SCORE_WEIGHTINGS, VSKNN, WEIGHTINGS
+from simulator.replay import replay
+from stream.clients import client_config
+from stream.settings import Settings
+from stream.topics import MODEL_UPDATES, RECOMMENDATIONS, ensure_topics
+
+matplotlib.use("Agg")
+log = logging.getLogger("bench.replay_eval")
+SYSTEM = {
+    "static": {"STREAMREC_EXPLORE": "false", "STREAMREC_RETRAIN_EVERY_CLICKS": "0", "STREAMREC_DRIFT_RETRAIN": "false",
+               "STREAMREC_GUARDRAIL": "false"},
+    "full": {"STREAMREC_GUARDRAIL": "false",  # no slate is ever clicked in a replay: no CTR to guard
+             "STREAMREC_RETRAIN_WINDOW_S": str(30 * 86400), "STREAMREC_RETRAIN_CHECK_S": "1"},
+}
+VARIANTS = ["static", "full", "popular", "vsknn"]
+
+
+def first_model(train: pd.DataFrame, args) -> GRU4Rec:
+    """GRU4Rec trained on the training part (cached by the data and the parameters)."""
+    params = GRU4RecParams(layers=[args.gru_layers], n_epochs=args.gru_epochs, loss=args.gru_loss,
+                           learning_rate=args.gru_learning_rate, n_sample=args.gru_n_sample,
+                           batch_size=args.gru_batch_size, seed=args.seed)
+    key = hashlib.sha256(pd.util.hash_pandas_object(train, index=False).values.tobytes()
+                         + repr(params).encode()).hexdigest()[:16]
+    path = local.cache_dir() / f"replay-eval-gru-{key}.pt"
+    if path.exists():
+        return GRU4Rec.load(path, device="cpu")
+    started = time.monotonic()
+    gru = GRU4Rec(params, device="cpu").fit(train)
+    log.info("first model: %d items, %.0f s", gru.n_items, time.monotonic() - started)
+    gru.save(path)
+    return gru
+
+
+def stream_events(stream: pd.DataFrame, order: str) -> pd.DataFrame:
+    """The clicks to replay, in replay order, each with the event id its slate will carry back (``e<index>``)."""
+    events = ordered(stream, order)
+    return events.assign(EventId=[f"e{i}" for i in range(len(events))])
+
+
+class TopicReader(threading.Thread):
+    """Reads ``recommendations`` and ``model-updates`` (read_committed) from the start: each event's slate (repeats
+    counted) and the controller's decisions on major versions."""
+
+    def __init__(self, settings: Settings, k: int) -> None:
+        super().__init__(daemon=True, name="slate-reader")
+        self.consumer = Consumer(client_config(settings.kafka, {
+            "group.id": f"replay-eval-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "isolation.level": "read_committed"}))
+        self.slates_topic = settings.topic(RECOMMENDATIONS)
+        self.consumer.subscribe([self.slates_topic, settings.topic(MODEL_UPDATES)])
+        self.k, self.slates, self.repeats, self.last_at = k, {}, 0, time.monotonic()
+        self.decisions: list[dict] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for msg in self.consumer.consume(1000, 0.2):
+                if msg.error():
+                    continue
+                record = json.loads(msg.value())
+                if msg.topic() != self.slates_topic:
+                    if record.get("kind") == "major" and record.get("action") in ("promoted", "rejected"):
+                        self.decisions.append(record)
+                    continue
+                event = record.get("event_id")
+                if event in self.slates:
+                    self.repeats += 1
+                self.slates[event] = record["items"][: self.k]
+                self.last_at = time.monotonic()
+        self.consumer.close()
+
+    def wait_for_slates(self, n: int, idle_timeout: float) -> None:
+        while len(self.slates) < n and time.monotonic() - self.last_at < idle_timeout:
+            time.sleep(0.2)
+
+
+def run_system(variant: str, model: GRU4Rec, events: pd.DataFrame, kafka: str, rds: str, state: Path, args) -> dict:
+    """Replay ``events`` into fresh topics answered by ``args.workers`` workers with the variant's settings."""
+    prefix = f"replay-{variant}-{uuid.uuid4().hex[:6]}-"
+    registry = ModelRegistry(redis.Redis.from_url(rds), namespace=prefix)
+    publish_first_version(registry, model, seed=args.seed)
+    settings = Settings(kafka=kafka, topic_prefix=prefix)
+    ensure_topics(settings)
+    overrides = dict(SYSTEM[variant])
+    if variant == "full":
+        overrides["STREAMREC_RETRAIN_EVERY_CLICKS"] = str(max(len(events) // 3, 500))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")} | {
+        "STREAMREC_KAFKA": kafka, "STREAMREC_REDIS": rds, "STREAMREC_SLATE_SIZE": str(args.k),
+        "STREAMREC_WORKER_WEB_PORT": "0", "STREAMREC_SEED": str(args.seed), "PYTHONPATH": str(ROOT), **overrides}
+    procs, _ = _start_group(["stream", "worker"], variant, prefix, env, state, kafka, args.workers)
+    reader = TopicReader(settings, args.k)
+    reader.start()
+    every = int(overrides.get("STREAMREC_RETRAIN_EVERY_CLICKS", "0")) or len(events)
+    seconds, failed = 0.0, 0
+    try:
+        for start in range(0, len(events), every):  # with retrains: a chunk, then the controller's decision
+            chunk = events.iloc[start: start + every]
+            started = time.monotonic()
+            failed += replay(settings, chunk, args.rate, has_time=log_order(events) == "time", progress=False)["failed"]
+            reader.wait_for_slates(start + len(chunk), args.idle_timeout)
+            seconds += reader.last_at - started
+            if start + every < len(events):  # the log's time between retrains, which a replay compresses
+                _wait_for_decision(reader, start // every + 1, args.retrain_timeout)
+    finally:
+        reader.stop.set()
+        for proc in procs:
+            local.stop_pid(proc.pid)
+        reader.join(10)
+    return {"slates": reader.slates, "repeats": reader.repeats, "seconds": seconds, "failed_sends": failed,
+            "retrain_decisions": [(d["version"], d["action"], d.get("reason")) for d in reader.decisions],
+            "retrains_promoted": len(registry.majors()) - 1,
+            "versions_published": len(registry.versions())}
+
+
+def _wait_for_decision(reader: TopicReader, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(reader.decisions) < n:
+        if time.monotonic() > deadline:
+            log.warning("no decision on retrain %d after %.0f s; streaming on", n, timeout)
+            return
+        time.sleep(0.5)
+    log.info("retrain %d: %s (%s)", n, reader.decisions[-1]["action"], reader.decisions[-1].get("reason"))
+
+
+def run_baseline(variant: str, train: pd.DataFrame, events: pd.DataFrame, args) -> dict:
+    """Popular or V-SKNN over the training part, then test-then-learn over ``events`` in order."""
+    order = log_order(events)
+    warm = ordered(train, order)
+    knn = VSKNN(args.knn_k, args.knn_sample_size, args.knn_weighting, args.knn_weighting_score)
+    stats = ItemStats(args.popular_half_life)
+    history: dict[str, list[str]] = {}
+    clock = 0.0
+
+    def learn(session: str, item: str, t: float) -> None:
+        if variant == "vsknn":
+            knn.learn(session, item, t)
+            history.setdefault(session, []).append(item)
+        else:
+            stats.click(item, t)
+
+    for session, item, t in zip(warm.SessionId, warm.ItemId, warm.Time):
+        clock = float(t) if order == "time" else clock + 1.0  # an order key: one click per second
+        learn(f"train-{session}", item, clock)
+    slates, started = {}, time.monotonic()
+    for session, item, t, event in zip(events.SessionId, events.ItemId, events.Time, events.EventId):
+        clock = float(t) if order == "time" else clock + 1.0
+        learn(session, item, clock)
+        if variant == "vsknn":
+            slates[event] = [i for i, _ in knn.recommend(history[session], args.k, exclude_session=session)]
+        else:
+            slates[event] = [i for i, _ in popular_items(stats, clock, args.k)]
+    return {"slates": slates, "repeats": 0, "seconds": time.monotonic() - started, "failed_sends": 0}
+
+
+def score(run: dict, goals: list[Target], events: pd.DataFrame, k: int, window: int) -> dict:
+    scorer = Prequential(k)
+    event_of = events.EventId.tolist()
+    for target in goals:
+        scorer.add(target.index, target.next_item, target.unseen, run["slates"].get(event_of[target.index]))
+    out = scorer.summary() | {"clicks": len(events), "slates": len(run["slates"]), "repeated_slates": run["repeats"],
+                              "seconds": round(run["seconds"], 1),
+                              "clicks_per_s": round(len(events) / run["seconds"], 1) if run["seconds"] > 0 else None}
+    out["windows"] = scorer.windows(window)
+    return out
+
+
+def plot(results: dict, k: int, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for name, r in results.items():
+        if r["windows"]:
+            ax.plot([i for i, _ in r["windows"]], [h for _, h in r["windows"]], label=name, marker=".")
+    ax.set_xlabel("click of the streamed log")
+    ax.set_ylabel(f"HitRate@{k} (window)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(results: dict, k: int) -> str:
+    rows = [f"| variant | scored clicks | HitRate@{k} | MRR@{k} | unseen next items | missing slates | clicks/s |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in results.items():
+        rows.append(f"| {name} | {r['scored']:,} | {r['hit_rate']:.4f} | {r['mrr']:.4f} | {r['unseen']:,} | "
+                    f"{r['missing']:,} | {r['clicks_per_s']:,} |")
+    return "\n".join(rows)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.replay_eval", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="yoochoose-100k", choices=["yoochoose-100k", "diginetica"])
+    p.add_argument("--data-dir", type=Path, default=DATA)
+    p.add_argument("--train", type=Path, help="GRU4Rec TSV: the part the first model is trained on")
+    p.add_argument("--test", type=Path, help="GRU4Rec TSV: the part that streams")
+    p.add_argument("--limit", type=int, default=None, help="stream only the first N clicks of the test part")
+    p.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    p.add_argument("--k", type=int, default=20, help="slate size, and the cut-off of HitRate and MRR")
+    p.add_argument("--rate", type=float, default=0.0, help="clicks/s sent (0: as fast as the producer goes)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--window", type=int, default=1000, help="scored clicks per point of the plot")
+    p.add_argument("--idle-timeout", type=float, default=60.0, help="give up waiting for slates after this long "
+                   "without one")
+    p.add_argument("--retrain-timeout", type=float, default=600.0, help="how long the full variant waits for the "
+                   "controller's decision on each retrain before streaming on")
+    p.add_argument("--gru-layers", type=int, default=100)
+    p.add_argument("--gru-epochs", type=int, default=3)
+    p.add_argument("--gru-loss", default="cross-entropy")
+    p.add_argument("--gru-learning-rate", type=float, default=0.05)
+    p.add_argument("--gru-n-sample", type=int, default=2048)
+    p.add_argument("--gru-batch-size", type=int, default=64)
+    p.add_argument("--knn-k", type=int, default=100, help="V-SKNN: neighbours")
+    p.add_argument("--knn-sample-size", type=int, default=1000, help="V-SKNN: most recent sessions sampled")
+    p.add_argument("--knn-weighting", default="div", choices=sorted(WEIGHTINGS))
+    p.add_argument("--knn-weighting-score", default="div", choices=sorted(SCORE_WEIGHTINGS))
+    p.add_argument("--popular-half-life", type=float, default=3600.0, help="seconds (or clicks, for an order key)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "replay-eval")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    if args.train or args.test:
+        if not (args.train and args.test):
+            raise SystemExit("--train and --test go together")
+        train, test, source = load_tsv(args.train), load_tsv(args.test), f"{args.train} -> {args.test}"
+    else:
+        (train, test), source = load_dataset(args.dataset, args.data_dir), args.dataset
+    order = log_order(test)
+    events = stream_events(test, order).head(args.limit) if args.limit else stream_events(test, order)
+    goals = targets(events, known=set(train.ItemId.astype(str)), order=order)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    state = args.out / "state"
+    state.mkdir(exist_ok=True)
+    services: list[local.Service] = []
+    try:
+        if any(v in SYSTEM for v in args.variants):
+            model = first_model(train, args)
+            kafka, rds = os.environ.get("STREAMREC_KAFKA"), os.environ.get("STREAMREC_REDIS")
+            if not kafka:
+                services = [local.start_kafka(state), local.start_redis(state)]
+                kafka, rds = services[0].address, services[1].address
+        for variant in args.variants:
+            log.info("%s: %d clicks, %d targets", variant, len(events), len(goals))
+            run = run_system(variant, model, events, kafka, rds, state, args) if variant in SYSTEM \
+                else run_baseline(variant, train, events, args)
+            results[variant] = score(run, goals, events, args.k, args.window) | {
+                k: v for k, v in run.items() if k not in ("slates", "repeats", "seconds")}
+    finally:
+        for service in reversed(services):
+            local.stop_pid(service.pid)
+    summary = {"source": source, "order": order, "train_clicks": len(train), "stream_clicks": len(events),
+               "targets": len(goals), "k": args.k, "params": {k: str(v) for k, v in vars(args).items()},
+               "results": results}
+    (args.out / "replay_eval.json").write_text(json.dumps(summary, indent=2))
+    plot(results, args.k, args.out / "replay_eval.png")
+    print(table(results, args.k), file=sys.stderr)
+    print(json.dumps({k: v for k, v in summary.items() if k != "params"} | {
+        "results": {n: {k: v for k, v in r.items() if k != "windows"} for n, r in results.items()}}))
+    return 0 if all(r["missing"] == 0 for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
