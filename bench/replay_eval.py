@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -52,6 +53,7 @@ from models.registry import ModelRegistry
 from models.vsknn import SCORE_WEIGHTINGS, VSKNN, WEIGHTINGS
 from simulator.replay import replay
 from stream.clients import client_config
+from stream.keys import control_state
 from stream.settings import Settings
 from stream.topics import MODEL_UPDATES, RECOMMENDATIONS, ensure_topics
 
@@ -121,9 +123,12 @@ class TopicReader(threading.Thread):
                 self.last_at = time.monotonic()
         self.consumer.close()
 
-    def wait_for_slates(self, n: int, idle_timeout: float) -> None:
-        while len(self.slates) < n and time.monotonic() - self.last_at < idle_timeout:
-            time.sleep(0.2)
+    def wait_for_slates(self, n: int, idle_timeout: float, since: float) -> float:
+        """Wait until ``n`` slates are in or none came for ``idle_timeout`` s (counted from ``since`` at the
+        earliest); return when the last one came."""
+        while len(self.slates) < n and time.monotonic() - max(self.last_at, since) < idle_timeout:
+            time.sleep(0.05)
+        return max(self.last_at, since)
 
 
 def run_system(variant: str, model: GRU4Rec, events: pd.DataFrame, kafka: str, rds: str, state: Path, args) -> dict:
@@ -133,9 +138,9 @@ def run_system(variant: str, model: GRU4Rec, events: pd.DataFrame, kafka: str, r
     publish_first_version(registry, model, seed=args.seed)
     settings = Settings(kafka=kafka, topic_prefix=prefix)
     ensure_topics(settings)
-    overrides = dict(SYSTEM[variant])
+    overrides = dict(SYSTEM[variant]) | dict(kv.split("=", 1) for kv in args.system_env)
     if variant == "full":
-        overrides["STREAMREC_RETRAIN_EVERY_CLICKS"] = str(max(len(events) // 3, 500))
+        overrides["STREAMREC_RETRAIN_EVERY_CLICKS"] = str(max(-(-len(events) // 3), 500))  # two retrains, waited for
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")} | {
         "STREAMREC_KAFKA": kafka, "STREAMREC_REDIS": rds, "STREAMREC_SLATE_SIZE": str(args.k),
         "STREAMREC_WORKER_WEB_PORT": "0", "STREAMREC_SEED": str(args.seed), "PYTHONPATH": str(ROOT), **overrides}
@@ -145,23 +150,44 @@ def run_system(variant: str, model: GRU4Rec, events: pd.DataFrame, kafka: str, r
     every = int(overrides.get("STREAMREC_RETRAIN_EVERY_CLICKS", "0")) or len(events)
     seconds, failed = 0.0, 0
     try:
+        if every < len(events):  # the click schedule counts from the controller's first tick: let it tick first
+            _wait_for_key(registry.r, control_state(prefix), args.idle_timeout)
         for start in range(0, len(events), every):  # with retrains: a chunk, then the controller's decision
             chunk = events.iloc[start: start + every]
             started = time.monotonic()
             failed += replay(settings, chunk, args.rate, has_time=log_order(events) == "time", progress=False)["failed"]
-            reader.wait_for_slates(start + len(chunk), args.idle_timeout)
-            seconds += reader.last_at - started
+            seconds += reader.wait_for_slates(start + len(chunk), args.idle_timeout, started) - started
             if start + every < len(events):  # the log's time between retrains, which a replay compresses
                 _wait_for_decision(reader, start // every + 1, args.retrain_timeout)
     finally:
         reader.stop.set()
         for proc in procs:
             local.stop_pid(proc.pid)
+        _stop_retrain_jobs(prefix)
         reader.join(10)
     return {"slates": reader.slates, "repeats": reader.repeats, "seconds": seconds, "failed_sends": failed,
             "retrain_decisions": [(d["version"], d["action"], d.get("reason")) for d in reader.decisions],
             "retrains_promoted": len(registry.majors()) - 1,
             "versions_published": len(registry.versions())}
+
+
+def _stop_retrain_jobs(prefix: str) -> None:
+    """A retrain job outlives the worker that started it (by design): stop this run's, found by their environment."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"retrain-job" in (proc / "cmdline").read_bytes() and \
+                    f"STREAMREC_TOPIC_PREFIX={prefix}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                local.stop_pid(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+
+
+def _wait_for_key(client: redis.Redis, key: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not client.exists(key):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{key} never appeared: the controller did not tick")
+        time.sleep(0.2)
 
 
 def _wait_for_decision(reader: TopicReader, n: int, timeout: float) -> None:
@@ -236,8 +262,9 @@ def table(results: dict, k: int) -> str:
     rows = [f"| variant | scored clicks | HitRate@{k} | MRR@{k} | unseen next items | missing slates | clicks/s |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
+        rate = f"{r['clicks_per_s']:,.0f}" if r["clicks_per_s"] else "-"
         rows.append(f"| {name} | {r['scored']:,} | {r['hit_rate']:.4f} | {r['mrr']:.4f} | {r['unseen']:,} | "
-                    f"{r['missing']:,} | {r['clicks_per_s']:,} |")
+                    f"{r['missing']:,} | {rate} |")
     return "\n".join(rows)
 
 
@@ -257,6 +284,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    "without one")
     p.add_argument("--retrain-timeout", type=float, default=600.0, help="how long the full variant waits for the "
                    "controller's decision on each retrain before streaming on")
+    p.add_argument("--system-env", nargs="*", default=[], metavar="STREAMREC_X=V",
+                   help="settings for the system variants' workers, e.g. STREAMREC_EXCLUDE_SEEN=false")
     p.add_argument("--gru-layers", type=int, default=100)
     p.add_argument("--gru-epochs", type=int, default=3)
     p.add_argument("--gru-loss", default="cross-entropy")
@@ -275,6 +304,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: the finally blocks stop what was started
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     if args.train or args.test:
         if not (args.train and args.test):
