@@ -12,7 +12,8 @@ Variants, on the same replay:
 - ``static``: the first model as it is: no exploration, no retrains, no minor updates;
 - ``full``: the system's defaults, with major retrains from the log on the controller's click schedule (after each
   third of the stream, the replay waits for the controller's decision: the hours a live log has between retrains
-  are compressed here) — DBGD gets no credit, since nobody clicks the slates in a replay;
+  are compressed here), and DBGD credited with organic clicks (``STREAMREC_DBGD_CREDIT_ORGANIC``: nobody clicks the
+  slates of a replay, so a next click that lands on an item of the session's last slate credits that slot's team);
 - ``popular``: the recently popular items (the system's own ``ItemStats`` and fallback), learned click by click;
 - ``vsknn``: V-SKNN (``models/vsknn.py``), learned click by click, its parameters as flags.
 
@@ -63,6 +64,7 @@ SYSTEM = {
     "static": {"STREAMREC_EXPLORE": "false", "STREAMREC_RETRAIN_EVERY_CLICKS": "0", "STREAMREC_DRIFT_RETRAIN": "false",
                "STREAMREC_GUARDRAIL": "false"},
     "full": {"STREAMREC_GUARDRAIL": "false",  # no slate is ever clicked in a replay: no CTR to guard
+             "STREAMREC_DBGD_CREDIT_ORGANIC": "true",  # DBGD learns from the next click landing in a team's slot
              "STREAMREC_RETRAIN_WINDOW_S": str(30 * 86400), "STREAMREC_RETRAIN_CHECK_S": "1"},
 }
 VARIANTS = ["static", "full", "popular", "vsknn"]
@@ -304,6 +306,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    args.out = args.out.resolve()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: the finally blocks stop what was started
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     if args.train or args.test:
@@ -324,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         if any(v in SYSTEM for v in args.variants):
             model = first_model(train, args)
             kafka, rds = os.environ.get("STREAMREC_KAFKA"), os.environ.get("STREAMREC_REDIS")
-            if not kafka:
-                services = [local.start_kafka(state), local.start_redis(state)]
+            if not kafka:  # one at a time, so that what started is stopped if the next one fails
+                services.append(local.start_kafka(state))
+                services.append(local.start_redis(state))
                 kafka, rds = services[0].address, services[1].address
         for variant in args.variants:
             log.info("%s: %d clicks, %d targets", variant, len(events), len(goals))

@@ -161,7 +161,7 @@ def wait_for_kafka(bootstrap: str, timeout: float = 60.0, proc: subprocess.Popen
 def start_kafka(state_dir: Path, port: int | None = None, timeout: float = 90.0) -> Service:
     """Format KRaft storage and start one broker+controller on 127.0.0.1; return when it answers."""
     port = port or free_port()
-    node = _Node(1, port, free_port(), Path(state_dir) / f"kafka-{port}")
+    node = _Node(1, port, free_port(), Path(state_dir).resolve() / f"kafka-{port}")
     return _start_nodes([node], _cluster_id(), timeout)[0]
 
 
@@ -169,7 +169,8 @@ def start_kafka_cluster(state_dir: Path, brokers: int = 3, timeout: float = 120.
     """``brokers`` KRaft nodes (each broker and controller) on loopback, formatted as one cluster: topics are
     replicated to all of them with ``min.insync.replicas`` one less (2 of 3), so one node may die without losing an
     acknowledged write or stopping producers.  Bootstrap with :func:`bootstrap` of the returned services."""
-    nodes = [_Node(n + 1, free_port(), free_port(), Path(state_dir) / f"kafka-node{n + 1}") for n in range(brokers)]
+    state_dir = Path(state_dir).resolve()
+    nodes = [_Node(n + 1, free_port(), free_port(), state_dir / f"kafka-node{n + 1}") for n in range(brokers)]
     return _start_nodes(nodes, _cluster_id(), timeout)
 
 
@@ -268,7 +269,7 @@ def start_redis(state_dir: Path, port: int | None = None, timeout: float = 20.0,
     if not version.startswith(("7.", "8.")):
         raise MissingPrerequisite(f"redis-server {version} found; Redis 7 or newer is required")
     port = port or free_port()
-    work = Path(state_dir) / f"redis-{port}"
+    work = Path(state_dir).resolve() / f"redis-{port}"  # redis-server runs in it: relative paths would break
     work.mkdir(parents=True, exist_ok=True)
     logfile = work / "redis.log"
     proc = subprocess.Popen(

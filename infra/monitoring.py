@@ -47,7 +47,7 @@ def start_prometheus(state_dir: Path, port: int | None = None, worker_ports: lis
     """Start Prometheus on 127.0.0.1:``port`` scraping the workers and serving there; return when it is ready."""
     binary = _require("prometheus", "install Prometheus (Debian: apt-get install prometheus)")
     port = port or free_port()
-    work = Path(state_dir) / f"prometheus-{port}"
+    work = Path(state_dir).resolve() / f"prometheus-{port}"
     work.mkdir(parents=True, exist_ok=True)
     config = work / "prometheus.yml"
     config.write_text(local_config(worker_ports or [WORKER_PORT], serving_port))

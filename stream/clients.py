@@ -6,8 +6,8 @@ format no handler, level or JSON formatter sees. Every Kafka client in the proje
 ``STREAMREC_KAFKA_LOG_LEVEL`` says otherwise, and share the service's format.
 
 >>> cfg = client_config("127.0.0.1:9092", {"linger.ms": 5})
->>> cfg["bootstrap.servers"], cfg["linger.ms"], cfg["logger"].name
-('127.0.0.1:9092', 5, 'librdkafka')
+>>> cfg["bootstrap.servers"], cfg["linger.ms"], cfg["logger"].name, cfg["log_level"]
+('127.0.0.1:9092', 5, 'librdkafka', 4)
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ def kafka_logger() -> logging.Logger:
     return logger
 
 
+SYSLOG_LEVELS = {"debug": 7, "info": 6, "warning": 4, "error": 3}
+
+
 def client_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A Producer / Consumer / AdminClient configuration for ``bootstrap`` whose logs go to :func:`kafka_logger`."""
-    return {"bootstrap.servers": bootstrap, "logger": kafka_logger(), **(extra or {})}
+    """A Producer / Consumer / AdminClient configuration for ``bootstrap`` whose logs go to :func:`kafka_logger`.
+
+    librdkafka also gets the level itself (``log_level``, syslog numbers): a line it never makes cannot be printed
+    raw at a client's destruction, when queued log events can no longer reach the logger."""
+    level = SYSLOG_LEVELS[get_settings().kafka_log_level]
+    return {"bootstrap.servers": bootstrap, "logger": kafka_logger(), "log_level": level, **(extra or {})}

@@ -72,6 +72,7 @@ class OnlineRecommender:
         self.np_rng = np.random.default_rng(settings.seed)  # team_draft_batch's coins
         self.pending: OrderedDict[str, tuple[str, list[str], list[str]]] = OrderedDict()  # impression -> (v, items, teams)
         self.max_pending = 200_000
+        self.last_slate: OrderedDict[str, str] = OrderedDict()  # session -> its last impression (organic credit)
         self._snapshot_at = float("-inf")
         self._snapshot_thread: threading.Thread | None = None
         torch.set_num_threads(settings.torch_threads)
@@ -269,6 +270,13 @@ class OnlineRecommender:
             raise
 
     def _credit(self, click: Click, feedback: Feedback) -> None:
+        """A click on a slot of a slate credits that slot's team; with ``dbgd_credit_organic`` a click that names no
+        slate credits the team whose slot in the session's last slate holds its item, if any does."""
+        if click.impression_id is None and self.s.dbgd_credit_organic:
+            entry = self.pending.pop(self.last_slate.pop(click.session_id, ""), None)
+            if entry is not None and click.item_id in entry[1]:
+                feedback.counts[entry[0]][entry[2][entry[1].index(click.item_id)]] += 1
+            return
         if click.impression_id is None or click.position is None:
             return
         entry = self.pending.pop(click.impression_id, None)
@@ -323,6 +331,11 @@ class OnlineRecommender:
             self.pending[imp] = (m.name, tuple(items), tuple(teams))  # tuples of str: the GC stops tracking them
             if len(self.pending) > self.max_pending:
                 self.pending.popitem(last=False)
+            if self.s.dbgd_credit_organic:
+                self.last_slate[clicks[b].session_id] = imp
+                self.last_slate.move_to_end(clicks[b].session_id)
+                if len(self.last_slate) > self.max_pending:
+                    self.last_slate.popitem(last=False)
             shown.extend(items)
             slates.append(Recommendation(
                 session_id=clicks[b].session_id, impression_id=imp, items=items, scores=scores, teams=teams,

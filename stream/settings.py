@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     dbgd_eta: float = Field(0.05, gt=0, description="step towards a winning explorer: W += eta * dW")
     dbgd_window: int = Field(1000, ge=1, description="interleaved impressions per DBGD decision")
     dbgd_window_s: float = Field(300.0, gt=0, description="or decide after this many seconds")
+    dbgd_credit_organic: bool = Field(False, description="credit a click that carries no impression to the team "
+                                      "whose slot in the session's last slate holds its item (for replayed logs, "
+                                      "where nobody clicks slates; biased: docs/architecture.md)")
     interleaving: str = Field("team-draft", pattern="^(team-draft|probabilistic)$", description="how the current "
                               "and the explorer's rankings share a slate")
     explore: bool = Field(True, description="interleave the explorer's ranking into slates (DBGD); off: the "

@@ -258,3 +258,27 @@ def test_unknown_items_reach_other_users_only_after_enough_sessions_and_stay_bou
         rec.process([Click(session_id=f"u{n}-{k}", item_id=f"new-{n}", ts=4000.0 + n) for k in range(3)], [0.0] * 3)
     unknown = [item for item in rec.stats._names if item.startswith(("new-", "real-"))]
     assert len(unknown) <= settings.new_items_max * 1.1 + 1 and "new-199" in unknown and "real-new" not in unknown
+
+
+@pytest.mark.parametrize("organic", [True, False])
+def test_an_organic_click_credits_the_team_whose_slot_holds_its_item_only_when_asked(services, prefix, registry,
+                                                                                    organic):
+    client = redis.Redis.from_url(services.redis)
+    settings = Settings(topic_prefix=prefix, model_refresh_s=0.001, dbgd_credit_organic=organic)
+    rec = OnlineRecommender(settings, registry, SessionStore(client, prefix))
+    version = publish_first_version(registry, small_gru(1))
+    first, _ = rec.process([Click(session_id="s", item_id="1", ts=1.0)], [0.0], [(0, 0)])
+    slate = first[0]
+    slot = 3
+    _, feedback = rec.process([Click(session_id="s", item_id=slate.items[slot], ts=2.0)], [0.0], [(0, 1)])
+    counts = feedback.counts[version]
+    credited = {team: counts.get(team, 0) for team in ("current", "explorer")}
+    if organic:
+        assert credited[slate.teams[slot]] == 1 and sum(credited.values()) == 1
+    else:
+        assert sum(credited.values()) == 0
+    # a click on an item outside the session's last slate credits nobody
+    last, _ = rec.process([Click(session_id="t", item_id="1", ts=3.0)], [0.0], [(0, 2)])
+    outside = next(str(i) for i in range(1, 50) if str(i) not in last[0].items)
+    _, feedback = rec.process([Click(session_id="t", item_id=outside, ts=4.0)], [0.0], [(0, 3)])
+    assert sum(feedback.counts[version].get(team, 0) for team in ("current", "explorer")) == 0
