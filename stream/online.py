@@ -220,7 +220,26 @@ class OnlineRecommender:
         for i, slate in zip(kept, self._slates(m, [clicks[i] for i in kept], [produced_at[i] for i in kept], ranked,
                                                feedback)):
             slates[i] = slate
+        if self.s.dbgd_credit_organic:
+            self._credit_organic(clicks, slates, fresh, feedback)
         return slates, feedback
+
+    def _credit_organic(self, clicks: list[Click], slates: list[Recommendation | None], fresh: list[bool],
+                        feedback: Feedback) -> None:
+        """``dbgd_credit_organic``: a fresh click that names no slate credits the team whose slot in its session's
+        previous slate holds its item, if any does. Run after the batch's slates exist, in click order, because a
+        session's previous slate may be one this batch made (a replayed log sends a session's clicks together)."""
+        for click, slate, is_fresh in zip(clicks, slates, fresh):
+            sid = click.session_id
+            if is_fresh and click.impression_id is None and sid in self.last_slate:
+                entry = self.pending.pop(self.last_slate.pop(sid), None)
+                if entry is not None and click.item_id in entry[1]:
+                    feedback.counts[entry[0]][entry[2][entry[1].index(click.item_id)]] += 1
+            if slate is not None:
+                self.last_slate[sid] = slate.impression_id
+                self.last_slate.move_to_end(sid)
+                if len(self.last_slate) > self.max_pending:
+                    self.last_slate.popitem(last=False)
 
     def _click_stats(self, clicks: list[Click], m: LoadedModel | None) -> None:
         """Count the clicks in the item statistics; an item outside the catalog only once enough sessions clicked it
@@ -270,13 +289,7 @@ class OnlineRecommender:
             raise
 
     def _credit(self, click: Click, feedback: Feedback) -> None:
-        """A click on a slot of a slate credits that slot's team; with ``dbgd_credit_organic`` a click that names no
-        slate credits the team whose slot in the session's last slate holds its item, if any does."""
-        if click.impression_id is None and self.s.dbgd_credit_organic:
-            entry = self.pending.pop(self.last_slate.pop(click.session_id, ""), None)
-            if entry is not None and click.item_id in entry[1]:
-                feedback.counts[entry[0]][entry[2][entry[1].index(click.item_id)]] += 1
-            return
+        """A click on a slot of a slate credits that slot's team."""
         if click.impression_id is None or click.position is None:
             return
         entry = self.pending.pop(click.impression_id, None)
@@ -331,11 +344,6 @@ class OnlineRecommender:
             self.pending[imp] = (m.name, tuple(items), tuple(teams))  # tuples of str: the GC stops tracking them
             if len(self.pending) > self.max_pending:
                 self.pending.popitem(last=False)
-            if self.s.dbgd_credit_organic:
-                self.last_slate[clicks[b].session_id] = imp
-                self.last_slate.move_to_end(clicks[b].session_id)
-                if len(self.last_slate) > self.max_pending:
-                    self.last_slate.popitem(last=False)
             shown.extend(items)
             slates.append(Recommendation(
                 session_id=clicks[b].session_id, impression_id=imp, items=items, scores=scores, teams=teams,

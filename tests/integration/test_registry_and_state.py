@@ -282,3 +282,20 @@ def test_an_organic_click_credits_the_team_whose_slot_holds_its_item_only_when_a
     outside = next(str(i) for i in range(1, 50) if str(i) not in last[0].items)
     _, feedback = rec.process([Click(session_id="t", item_id=outside, ts=4.0)], [0.0], [(0, 3)])
     assert sum(feedback.counts[version].get(team, 0) for team in ("current", "explorer")) == 0
+
+
+def test_organic_credit_reaches_a_slate_made_earlier_in_the_same_batch(services, prefix, registry):
+    """A replayed log sends a session's clicks together: its next click is credited against the slate its previous
+    click got in the same batch."""
+    client = redis.Redis.from_url(services.redis)
+    settings = Settings(topic_prefix=prefix, model_refresh_s=0.001, dbgd_credit_organic=True)
+    rec = OnlineRecommender(settings, registry, SessionStore(client, prefix))
+    version = publish_first_version(registry, small_gru(1))
+    probe, _ = rec.process([Click(session_id="probe", item_id="1", ts=1.0)], [0.0], [(0, 0)])
+    likely = probe[0].items[0]  # the top of W's ranking after "1": in any slate interleaved from it
+    slates, feedback = rec.process([Click(session_id="u", item_id="1", ts=2.0),
+                                    Click(session_id="u", item_id=likely, ts=3.0)], [0.0, 0.0], [(0, 1), (0, 2)])
+    assert likely in slates[0].items
+    slot = slates[0].items.index(likely)
+    counts = feedback.counts[version]
+    assert counts[slates[0].teams[slot]] == 1 and counts["current"] + counts["explorer"] == 1
