@@ -70,6 +70,7 @@ from models.__main__ import publish_first_version
 from models.data import load_dataset
 from models.registry import ModelRegistry
 from simulator.replay import replay
+from stream.clients import client_config
 from stream.intake import clicks_group
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -130,7 +131,7 @@ def _wait_for_group(bootstrap: str, group: str, members: int, procs: list[subpro
                     timeout: float = 180.0) -> None:
     """Wait until the workers' clicks group (``stream.intake.clicks_group``) is stable with all of them in it,
     so no rebalance lands mid-run."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))  # its logs through Python logging, like the services' clients
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in procs:
