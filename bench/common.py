@@ -1,17 +1,22 @@
 """What several benchmarks share: a GRU4Rec over Diginetica's catalog with learned (not random) embeddings, and
-the test clicks in the order many people browsing at once would send them."""
+the test clicks in the order many people browsing at once would send them, and a live reader of a topic."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from confluent_kafka import Consumer
 
 from infra.local import cache_dir
 from models.data import load_dataset
 from models.gru4rec import GRU4Rec, GRU4RecParams
+from stream.clients import client_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -45,3 +50,29 @@ def interleaved(events: pd.DataFrame) -> pd.DataFrame:
     its session): all sessions active at once, as when many people browse together."""
     place = events.groupby("SessionId", sort=False).cumcount()
     return events.iloc[np.argsort(place.to_numpy(), kind="stable")]
+
+
+class LiveReader:
+    """Reads a topic as it is written (read_committed), noting when each record arrived."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = Consumer(client_config(bootstrap, {
+            "group.id": f"bench-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "isolation.level": "read_committed", "fetch.wait.max.ms": 5}))
+        self.consumer.subscribe([topic])
+        self.got: list[tuple[float, bytes]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():  # poll, not consume(n, timeout), which waits for n records or the timeout
+            m = self.consumer.poll(0.05)
+            if m is not None and not m.error():
+                self.got.append((time.time(), m.value()))
+
+    def stop(self) -> list[tuple[float, bytes]]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.consumer.close()
+        return self.got

@@ -27,16 +27,14 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import redis
-from confluent_kafka import Consumer
 
-from bench.common import diginetica_model, interleaved
+from bench.common import LiveReader, diginetica_model, interleaved
 from bench.stream_throughput import DATA, ROOT, _drain, _rate, _start_group, _warm_broker
 from infra import local
 from models.__main__ import publish_first_version
@@ -47,32 +45,6 @@ from stream.settings import Settings
 from stream.topics import ensure_topics
 
 GUARANTEES = ("exactly_once", "at_least_once")
-
-
-class LiveReader:
-    """Reads a topic as it is written (read_committed), noting when each record arrived."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                                  "isolation.level": "read_committed", "fetch.wait.max.ms": 5})
-        self.consumer.subscribe([topic])
-        self.got: list[tuple[float, bytes]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():  # poll, not consume(n, timeout), which waits for n records or the timeout
-            m = self.consumer.poll(0.05)
-            if m is not None and not m.error():
-                self.got.append((time.time(), m.value()))
-
-    def stop(self) -> list[tuple[float, bytes]]:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.consumer.close()
-        return self.got
 
 
 def _throughput(kafka, rds, gru, base, state, events, workers: int) -> float:

@@ -31,7 +31,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -39,9 +38,8 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 import redis
-from confluent_kafka import Consumer
 
-from bench.common import DATA, ROOT
+from bench.common import DATA, ROOT, LiveReader
 from bench.stream_throughput import _start_group
 from infra import local
 from models.__main__ import publish_first_version
@@ -53,7 +51,6 @@ from models.recommend import popular_items
 from models.registry import ModelRegistry
 from models.vsknn import SCORE_WEIGHTINGS, VSKNN, WEIGHTINGS
 from simulator.replay import replay
-from stream.clients import client_config
 from stream.keys import control_state
 from stream.settings import Settings
 from stream.topics import MODEL_UPDATES, RECOMMENDATIONS, ensure_topics
@@ -93,44 +90,30 @@ def stream_events(stream: pd.DataFrame, order: str) -> pd.DataFrame:
     return events.assign(EventId=[f"e{i}" for i in range(len(events))])
 
 
-class TopicReader(threading.Thread):
-    """Reads ``recommendations`` and ``model-updates`` (read_committed) from the start: each event's slate (repeats
-    counted) and the controller's decisions on major versions."""
+def _decisions(updates: LiveReader) -> list[dict]:
+    """The controller's decisions on major versions (promoted or rejected) read so far from ``model-updates``."""
+    records = [json.loads(value) for _, value in list(updates.got)]
+    return [r for r in records if r.get("kind") == "major" and r.get("action") in ("promoted", "rejected")]
 
-    def __init__(self, settings: Settings, k: int) -> None:
-        super().__init__(daemon=True, name="slate-reader")
-        self.consumer = Consumer(client_config(settings.kafka, {
-            "group.id": f"replay-eval-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
-            "enable.auto.commit": False, "isolation.level": "read_committed"}))
-        self.slates_topic = settings.topic(RECOMMENDATIONS)
-        self.consumer.subscribe([self.slates_topic, settings.topic(MODEL_UPDATES)])
-        self.k, self.slates, self.repeats, self.last_at = k, {}, 0, time.monotonic()
-        self.decisions: list[dict] = []
-        self.stop = threading.Event()
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for msg in self.consumer.consume(1000, 0.2):
-                if msg.error():
-                    continue
-                record = json.loads(msg.value())
-                if msg.topic() != self.slates_topic:
-                    if record.get("kind") == "major" and record.get("action") in ("promoted", "rejected"):
-                        self.decisions.append(record)
-                    continue
-                event = record.get("event_id")
-                if event in self.slates:
-                    self.repeats += 1
-                self.slates[event] = record["items"][: self.k]
-                self.last_at = time.monotonic()
-        self.consumer.close()
+def _wait_for_slates(slates: LiveReader, n: int, idle_timeout: float, since: float) -> float:
+    """Wait until ``n`` slates are in or none came for ``idle_timeout`` s (counted from ``since`` at the earliest);
+    return when the last one came (unix time)."""
+    def last() -> float:
+        return max(slates.got[-1][0] if slates.got else since, since)
 
-    def wait_for_slates(self, n: int, idle_timeout: float, since: float) -> float:
-        """Wait until ``n`` slates are in or none came for ``idle_timeout`` s (counted from ``since`` at the
-        earliest); return when the last one came."""
-        while len(self.slates) < n and time.monotonic() - max(self.last_at, since) < idle_timeout:
-            time.sleep(0.05)
-        return max(self.last_at, since)
+    while len(slates.got) < n and time.time() - last() < idle_timeout:
+        time.sleep(0.05)
+    return last()
+
+
+def _by_event(records: list[tuple[float, bytes]], k: int) -> tuple[dict[str, list[str]], int]:
+    """Each event's slate (its first ``k`` items) and how many slates repeated an event."""
+    slates: dict[str, list[str]] = {}
+    for _, value in records:
+        slate = json.loads(value)
+        slates.setdefault(slate.get("event_id"), slate["items"][:k])
+    return slates, len(records) - len(slates)
 
 
 def run_system(variant: str, model: GRU4Rec, events: pd.DataFrame, kafka: str, rds: str, state: Path, args) -> dict:
@@ -147,8 +130,8 @@ def run_system(variant: str, model: GRU4Rec, events: pd.DataFrame, kafka: str, r
         "STREAMREC_KAFKA": kafka, "STREAMREC_REDIS": rds, "STREAMREC_SLATE_SIZE": str(args.k),
         "STREAMREC_WORKER_WEB_PORT": "0", "STREAMREC_SEED": str(args.seed), "PYTHONPATH": str(ROOT), **overrides}
     procs, _ = _start_group(["stream", "worker"], variant, prefix, env, state, kafka, args.workers)
-    reader = TopicReader(settings, args.k)
-    reader.start()
+    slates = LiveReader(kafka, settings.topic(RECOMMENDATIONS))
+    updates = LiveReader(kafka, settings.topic(MODEL_UPDATES))  # the controller's decisions
     every = int(overrides.get("STREAMREC_RETRAIN_EVERY_CLICKS", "0")) or len(events)
     seconds, failed = 0.0, 0
     try:
@@ -156,19 +139,20 @@ def run_system(variant: str, model: GRU4Rec, events: pd.DataFrame, kafka: str, r
             _wait_for_key(registry.r, control_state(prefix), args.idle_timeout)
         for start in range(0, len(events), every):  # with retrains: a chunk, then the controller's decision
             chunk = events.iloc[start: start + every]
-            started = time.monotonic()
+            started = time.time()
             failed += replay(settings, chunk, args.rate, has_time=log_order(events) == "time", progress=False)["failed"]
-            seconds += reader.wait_for_slates(start + len(chunk), args.idle_timeout, started) - started
+            seconds += _wait_for_slates(slates, start + len(chunk), args.idle_timeout, started) - started
             if start + every < len(events):  # the log's time between retrains, which a replay compresses
-                _wait_for_decision(reader, start // every + 1, args.retrain_timeout)
+                _wait_for_decision(updates, start // every + 1, args.retrain_timeout)
     finally:
-        reader.stop.set()
         for proc in procs:
             local.stop_pid(proc.pid)
         _stop_retrain_jobs(prefix)
-        reader.join(10)
-    return {"slates": reader.slates, "repeats": reader.repeats, "seconds": seconds, "failed_sends": failed,
-            "retrain_decisions": [(d["version"], d["action"], d.get("reason")) for d in reader.decisions],
+        by_event, repeats = _by_event(slates.stop(), args.k)
+        decisions = _decisions(updates)
+        updates.stop()
+    return {"slates": by_event, "repeats": repeats, "seconds": seconds, "failed_sends": failed,
+            "retrain_decisions": [(d["version"], d["action"], d.get("reason")) for d in decisions],
             "retrains_promoted": len(registry.majors()) - 1,
             "versions_published": len(registry.versions())}
 
@@ -192,14 +176,14 @@ def _wait_for_key(client: redis.Redis, key: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def _wait_for_decision(reader: TopicReader, n: int, timeout: float) -> None:
+def _wait_for_decision(updates: LiveReader, n: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while len(reader.decisions) < n:
+    while len(decisions := _decisions(updates)) < n:
         if time.monotonic() > deadline:
             log.warning("no decision on retrain %d after %.0f s; streaming on", n, timeout)
             return
         time.sleep(0.5)
-    log.info("retrain %d: %s (%s)", n, reader.decisions[-1]["action"], reader.decisions[-1].get("reason"))
+    log.info("retrain %d: %s (%s)", n, decisions[-1]["action"], decisions[-1].get("reason"))
 
 
 def run_baseline(variant: str, train: pd.DataFrame, events: pd.DataFrame, args) -> dict:

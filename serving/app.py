@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving import admin, dashboard
 from serving.dashboard import MetricsFeed
@@ -218,8 +219,7 @@ def create_app(settings: Settings | None = None, freeze_gc: bool = False) -> Fas
         rec = app.state.recommender
         model = rec.model
         metrics.set_model(rec.model_name, model.version.meta.get("created") if model else None)
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -45,23 +45,24 @@ class ServingMetrics:
 
     def set_model(self, version: str | None, created: float | None) -> None:
         if version != self._version:
-            if self._version is not None and multiprocess_dir():  # a file's sample cannot be removed: zero it
-                self.model.labels(self._version).set(0)
-            elif self._version is not None:
-                self.model.remove(self._version)
+            if self._version is not None:
+                if multiprocess_dir():  # a sample in a file cannot be removed: zero it
+                    self.model.labels(self._version).set(0)
+                else:
+                    self.model.remove(self._version)
             if version is not None:
                 self.model.labels(version).set(1)
             self._version = version
         if created is not None:
             self.model_age.set(max(time.time() - created, 0.0))
 
-    def exposition(self) -> tuple[bytes, str]:
-        """The text a scrape gets, and its content type: every worker process's values in multiprocess mode."""
+    def exposition(self) -> bytes:
+        """The text a scrape gets (``CONTENT_TYPE_LATEST``): every worker process's values in multiprocess mode."""
         if multiprocess_dir():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
     @staticmethod
     def process_exit() -> None:
