@@ -100,6 +100,16 @@ class ServiceProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_for_log(self, marker: str, timeout: float = 60.0) -> "ServiceProcess":
+        """Block until ``marker`` appears in the log (e.g. the intake's ``assigned <topic>``); fail if the process
+        exits or the time runs out."""
+        deadline = time.monotonic() + timeout
+        while marker not in self.log():
+            if not self.alive() or time.monotonic() > deadline:
+                raise AssertionError(f"{marker!r} never appeared in {self.args}'s log:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
 
 def produce_paced(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]], per_second: float,
                   chunk: int = 20) -> None:

@@ -41,6 +41,9 @@ def test_replay_publishes_every_event_once_and_in_session_order(services, topics
 def test_closed_loop_clicks_on_slates_and_reports_ground_truth(services, topics, stream_env, tmp_path):
     worker = ServiceProcess(["stream", "worker"], stream_env, tmp_path / "worker.log").start()
     try:
+        # clicks sent before the worker reads them would wait longer than the slate timeout: a slow start failed
+        # this test once in CI (947 of 1,200 slates)
+        worker.wait_for_log(f"assigned {topics}clicks")
         settings = Settings(kafka=services.kafka, topic_prefix=topics)
         world = World(WorldConfig(n_items=500, n_users=200, seed=1, launched_later=0.0))
         clicks = ClickModel(world, Scenario(launches=False))
