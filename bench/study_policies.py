@@ -55,6 +55,9 @@ class Slate:
     impression_id: str
 
 
+_DEFAULTS = {name: f.default for name, f in Settings.model_fields.items()}
+
+
 @dataclass
 class SystemOptions:
     """How the study runs the system: which parts learn, and the settings of the online loop."""
@@ -63,9 +66,10 @@ class SystemOptions:
     dbgd: bool = True                  # decide DBGD rounds (W moves when the explorer wins)
     retrains: bool = True              # major retrains: on a detected CTR drop and every ``retrain_every_clicks``
     slate_size: int = 10
-    dbgd_window: int = 500
-    dbgd_alpha: float = 0.3            # the issue's 0.1 / 0.05 moved CTR by nothing measurable here (README)
-    dbgd_eta: float = 0.5
+    dbgd_window: int = _DEFAULTS["dbgd_window"]       # the minor update's knobs: the settings' defaults unless
+    dbgd_alpha: float = _DEFAULTS["dbgd_alpha"]       # --set (docs/benchmarks.md: how the defaults were chosen)
+    dbgd_eta: float = _DEFAULTS["dbgd_eta"]
+    dbgd_explorers: int = _DEFAULTS["dbgd_explorers"]
     retrain_every_clicks: int = 5_000
     retrain_window_s: float = 200.0    # simulated seconds of the log a retrain reads
     retrain_epochs: int = 5
@@ -93,7 +97,8 @@ class SystemPolicy:
         self.name, self.client, self.opts, self.prefix = name, client, opts, namespace
         self.settings = Settings(
             topic_prefix=namespace, explore=opts.explore, slate_size=opts.slate_size, dbgd_window=opts.dbgd_window,
-            dbgd_window_s=1e12, dbgd_alpha=opts.dbgd_alpha, dbgd_eta=opts.dbgd_eta, seed=opts.seed,
+            dbgd_window_s=1e12, dbgd_alpha=opts.dbgd_alpha, dbgd_eta=opts.dbgd_eta,
+            dbgd_explorers=opts.dbgd_explorers, seed=opts.seed,
             popular_half_life_s=opts.popular_half_life_s, fresh_window_s=opts.fresh_window_s,
             stats_snapshot_s=1e12, session_ttl_s=24 * 3600, torch_threads=1, retrain_window_s=opts.retrain_window_s,
             retrain_every_clicks=opts.retrain_every_clicks if opts.retrains else 0, drift_retrain=opts.retrains,
@@ -102,7 +107,8 @@ class SystemPolicy:
             retrain_margin=opts.retrain_margin, guardrail=opts.guardrail,
             guardrail_click_lag_s=opts.guardrail_click_lag_s, guardrail_delay_s=opts.guardrail_delay_s)
         self.registry = ModelRegistry(client, namespace=namespace)
-        publish_first_version(self.registry, GRU4Rec.load(model_path, device="cpu"), opts.dbgd_alpha, opts.seed)
+        publish_first_version(self.registry, GRU4Rec.load(model_path, device="cpu"), opts.dbgd_alpha, opts.seed,
+                              explorers=opts.dbgd_explorers)
         self.online = OnlineRecommender(self.settings, self.registry,
                                         SessionStore(client, namespace, self.settings.session_ttl_s,
                                                      self.settings.session_max_items))
@@ -152,7 +158,7 @@ class SystemPolicy:
         clicks = [c for c in self.clicks_log if job["since"] <= c["ts"] <= job["until"]]
         slates = [s for s in self.slates_log if job["since"] <= s["ts"] <= job["until"]]
         config = RetrainConfig(epochs=o.retrain_epochs, learning_rate=o.retrain_learning_rate, alpha=o.dbgd_alpha,
-                               seed=o.seed, half_life_s=o.popular_half_life_s, fresh_window_s=o.fresh_window_s)
+                               explorers=o.dbgd_explorers, seed=o.seed, half_life_s=o.popular_half_life_s, fresh_window_s=o.fresh_window_s)
         candidate = train_candidate(self.registry, clicks, slates, config, job["trigger"], based_on=job["based_on"])
         return {"version": candidate.version, "reason": candidate.reason, "summary": candidate.summary}
 

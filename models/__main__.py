@@ -72,13 +72,14 @@ def train_with_progress(gru: GRU4Rec, train, console: Console) -> GRU4Rec:
         return gru.fit(train, progress=report)
 
 
-def publish_first_version(registry, gru: GRU4Rec, alpha: float = 0.1, seed: int = 0, promote: bool = True) -> str:
-    """A major version from a trained GRU4Rec and a fresh ranker (W) with its first explorer (W + dW)."""
-    from models.dbgd import DuelingBanditGD
+def publish_first_version(registry, gru: GRU4Rec, alpha: float = 0.1, seed: int = 0, promote: bool = True,
+                          explorers: int = 1) -> str:
+    """A major version from a trained GRU4Rec and a fresh ranker (W) with its first explorers (W + dW_j)."""
+    from models.mgd import MultileaveGD
     from models.ranker import DuelingQNetwork
 
     w = DuelingQNetwork(gru.model.layers[-1], seed=seed).get_weights()
-    explorer = DuelingBanditGD(w, alpha=alpha, seed=seed).explorer_weights
+    explorer = MultileaveGD(w, explorers, alpha=alpha, seed=seed).explorer_weights
     version = registry.publish_major(gru, w, explorer, summary={"source": "publish"})
     if promote:  # an operator's promotion: based on whatever is current as it is read (compare-and-set still)
         registry.promote(version, based_on=registry.current_version())
@@ -95,7 +96,8 @@ def publish(args, console: Console) -> int:
     url = args.redis or os.environ.get("STREAMREC_REDIS", "redis://127.0.0.1:6379/0")
     namespace = args.namespace if args.namespace is not None else os.environ.get("STREAMREC_TOPIC_PREFIX", "")
     registry = ModelRegistry(redis.Redis.from_url(url), namespace=namespace)
-    version = publish_first_version(registry, GRU4Rec.load(args.model, device="cpu"), args.alpha, args.seed)
+    version = publish_first_version(registry, GRU4Rec.load(args.model, device="cpu"), args.alpha, args.seed,
+                                    explorers=args.explorers)
     console.print(f"published and promoted {version} in {url} (namespace {namespace!r})")
     return 0
 
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("--namespace", default=None, help="key prefix (default: STREAMREC_TOPIC_PREFIX)")
     pub.add_argument("--alpha", type=float, default=0.1, help="DBGD exploration factor of the first explorer")
     pub.add_argument("--seed", type=int, default=0)
+    pub.add_argument("--explorers", type=int, default=1, help="explorers of the first round (1: DBGD; more: "
+                     "multileave gradient descent, with STREAMREC_DBGD_EXPLORERS set to match)")
     ret = sub.add_parser("retrain", help="train a candidate on a log window given as JSON-lines files; publish it "
                          "unpromoted (the stream's controller decides promotions)")
     ret.add_argument("--clicks", type=Path, required=True, help="click records, one JSON object per line")

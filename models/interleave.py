@@ -5,6 +5,8 @@ rank, their lists are merged, and clicks are credited to the team that contribut
 
 * **team-draft** (Radlinski et al., 2008): the team with fewer picks so far (a coin breaks ties)
   adds its highest-ranked item not yet in the slate.  Each team's items keep their ranker's order.
+* **team-draft multileaving** (Schuth et al., 2014): the same rule for more than two teams — the current
+  ranker and several explorers (multileave gradient descent, :mod:`models.mgd`); :func:`team_draft_batch`.
 * **probabilistic** (Hofmann et al., 2011): for each slot a random team draws an item with
   probability falling as 1/rank^tau over its remaining items.
 
@@ -57,40 +59,62 @@ def team_draft(current: Sequence[str], explorer: Sequence[str], k: int,
     return slate, teams
 
 
-def team_draft_batch(current: np.ndarray, explorer: np.ndarray, k: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`team_draft` for a whole batch at once, on integer item codes (B, D) with -1 after each list's end.
+def team_draft_batch(orders: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Team-draft interleaving (two rankers) or **multileaving** (several; Schuth et al., CIKM 2014) for a whole
+    batch, on integer item codes ``orders`` (B, T, D): session b's candidates in ranker t's order, -1 after its end.
 
-    Returns the slates' codes (B, k; -1 where both lists ran out), whether each slot is the current
-    ranker's (B, k) and the slot's position in its team's list (B, k).  The same rule as :func:`team_draft`
-    (the team with fewer picks adds its best item not yet taken, a coin breaks ties), one slot of every
-    slate per step: k steps of array operations instead of a Python loop per slate, which is what a
-    large batch needs (256 slates: 0.5 ms against 3-4 ms).  The coins come from ``rng`` (numpy), so a
-    seed gives other slates than :func:`team_draft`'s, drawn by the same rule.
+    Returns the slates' codes (B, k; -1 where every list ran out), each slot's team (B, k: the ranker's index
+    in ``orders``, 0 = the current ranker) and the slot's position in its team's list (B, k).  The rule of
+    :func:`team_draft`, for any number of teams: the team with the fewest picks so far (random priorities
+    break ties) adds its best item not yet in the slate, so each ranker's items keep its order and every
+    team gets a fair share of the slots.  One slot of every slate per step: k steps of array operations
+    instead of a Python loop per slate (256 slates of two teams: 0.5 ms against 3-4 ms).  The coins come
+    from ``rng`` (numpy), so a seed gives other slates than :func:`team_draft`'s, drawn by the same rule.
+
+    >>> orders = np.array([[[0, 1, 2, 3], [2, 0, 4, 5], [5, 4, 3, 2]]])
+    >>> slate, team, position = team_draft_batch(orders, 3, np.random.default_rng(0))
+    >>> sorted(team[0].tolist()), len(set(slate[0].tolist()))
+    ([0, 1, 2], 3)
     """
-    b = current.shape[0]
+    b, t, _ = orders.shape
     rows = np.arange(b)
-    taken_c, taken_e = current < 0, explorer < 0      # padding counts as taken
-    n_cur, n_exp = np.zeros(b, np.int64), np.zeros(b, np.int64)
-    slate, from_current = np.full((b, k), -1, np.int64), np.zeros((b, k), bool)
+    taken = orders < 0                                  # padding counts as taken
+    picks = np.zeros((b, t), np.float64)
+    slate, team = np.full((b, k), -1, np.int64), np.zeros((b, k), np.int64)
     position = np.zeros((b, k), np.int64)
-    coins = rng.random((b, k)) < 0.5
+    ties = rng.random((b, k, t))                        # in [0, 1): orders teams with equal picks at random
     for slot in range(k):
-        open_c, open_e = ~taken_c, ~taken_e
-        has_c, has_e = open_c.any(1), open_e.any(1)
-        i, j = open_c.argmax(1), open_e.argmax(1)         # each list's best item not yet taken
-        pick_c = has_c & (~has_e | (n_cur < n_exp) | ((n_cur == n_exp) & coins[:, slot]))
-        active = has_c | has_e
-        item = np.where(pick_c, current[rows, i], explorer[rows, j])
-        slate[:, slot] = np.where(active, item, -1)
-        from_current[:, slot] = pick_c
-        position[:, slot] = np.where(pick_c, i, j)
-        n_cur += pick_c
-        n_exp += active & ~pick_c
-        done = item[:, None] * active[:, None] - ~active[:, None]  # -1 for finished rows: matches only padding
-        taken_c |= current == done
-        taken_e |= explorer == done
-    return slate, from_current, position
+        open_ = ~taken
+        has = open_.any(2)                              # (B, T): the team still has an item to give
+        best = open_.argmax(2)                          # each team's best item not yet taken
+        chosen = np.where(has, picks + ties[:, slot], np.inf).argmin(1)
+        active = has.any(1)
+        pos = best[rows, chosen]
+        item = np.where(active, orders[rows, chosen, pos], -1)   # -1 for finished rows: matches only padding
+        slate[:, slot], team[:, slot], position[:, slot] = item, chosen, pos
+        picks[rows, chosen] += active
+        taken |= orders == item[:, None, None]
+    return slate, team, position
+
+
+def team_name(index: int) -> str:
+    """The name a slot's team goes by in slates and feedback: 0 the current ranker, 1 the explorer, then
+    ``explorer2``, ``explorer3``... (multileaving: one team per explorer).
+
+    >>> [team_name(i) for i in range(4)]
+    ['current', 'explorer', 'explorer2', 'explorer3']
+    """
+    return CURRENT if index == 0 else EXPLORER if index == 1 else f"{EXPLORER}{index}"
+
+
+def is_team(key: str) -> bool:
+    """Whether a feedback message's key counts a team's clicks (:func:`team_name`)."""
+    return key in (CURRENT, EXPLORER) or (key.startswith(EXPLORER) and key[len(EXPLORER):].isdigit())
+
+
+def team_clicks(message: dict) -> dict[str, int]:
+    """The clicks credited to each team in a feedback message ``{version, impressions, current, explorer, ...}``."""
+    return {key: int(value) for key, value in message.items() if is_team(key)}
 
 
 def probabilistic(current: Sequence[str], explorer: Sequence[str], k: int, rng: random.Random,
@@ -117,5 +141,5 @@ def credit(teams: Sequence[str], clicked_positions: Sequence[int]) -> dict[str, 
     out = {CURRENT: 0, EXPLORER: 0}
     for pos in clicked_positions:
         if 0 <= pos < len(teams):
-            out[teams[pos]] += 1
+            out[teams[pos]] = out.get(teams[pos], 0) + 1
     return out

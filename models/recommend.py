@@ -9,9 +9,9 @@ Both services must give a session the same ranking, so both call :func:`rank` he
    length, time since the last click, activeness); each candidate brings its item embedding, recent
    clicks, rolling CTR, freshness and its standardised GRU score (similarity to the state).
 3. **Q-values** of DRN's dueling network with the current weights W and, for exploration, with the
-   explorer W~; each list sorted by its Q-values.
+   explorers W~ (one for DBGD, several for multileave gradient descent); each list sorted by its Q-values.
 
-The stream interleaves the two lists (DBGD); the serving endpoint shows the current one.
+The stream interleaves (or multileaves) the lists; the serving endpoint shows the current one.
 :class:`ModelCache` follows the registry's ``model:current`` and keeps the loaded version in memory.
 """
 
@@ -59,7 +59,7 @@ class LoadedModel:
 
     version: ModelVersion
     current: DuelingQNetwork
-    explorer: DuelingQNetwork
+    explorers: list[DuelingQNetwork]  # W~: one for DBGD, several for MGD
     emb: torch.Tensor          # (items + 1, H): the last row is zeros, for candidates the GRU does not know
     item_ids: list[str]        # model index -> item id
     index: dict[str, int]      # item id -> model index
@@ -68,7 +68,7 @@ class LoadedModel:
 
     def __post_init__(self) -> None:
         self.bias = torch.cat([self.catalog.b, torch.zeros(1)])  # GRU4Rec's item biases, aligned with emb's rows
-        self._stacks = {True: RankerStack([self.current, self.explorer]), False: RankerStack([self.current])}
+        self._stacks = {True: RankerStack([self.current, *self.explorers]), False: RankerStack([self.current])}
         if self._moments is None:  # here, where the model loads (beside the stream), not in its first batch
             gru = self.version.gru.model
             w, b = gru.Wy.weight.detach(), gru.By.weight.detach().reshape(-1)
@@ -76,7 +76,7 @@ class LoadedModel:
             self._moments = (w.mean(0), b.mean(), w.T @ w / n, (b[:, None] * w).mean(0), (b * b).mean())
 
     def rankers(self, explore: bool) -> RankerStack:
-        """W and W~ side by side (the stream's interleaving), or W alone (the serving endpoint)."""
+        """W and its explorers side by side (the stream's interleaving), or W alone (the serving endpoint)."""
         return self._stacks[explore]
 
     @classmethod
@@ -92,8 +92,8 @@ class LoadedModel:
             emb = torch.cat([torch.as_tensor(w), torch.zeros(1, w.shape[1])])
             ids, index, moments = list(ids_list), {item: i for i, item in enumerate(ids_list)}, None
             catalog = CatalogIndex(torch.as_tensor(w), torch.as_tensor(b), min_items=ann_min_items, probe=ann_probe)
-        return cls(mv, ranker_for(mv, mv.ranker, seed), ranker_for(mv, mv.explorer, seed), emb, ids, index, catalog,
-                   moments)
+        explorers = [ranker_for(mv, w, seed) for w in np.atleast_2d(mv.explorers)]
+        return cls(mv, ranker_for(mv, mv.ranker, seed), explorers, emb, ids, index, catalog, moments)
 
     def positions(self, items: list[str]) -> list[int]:
         """Model indices of item ids, -1 for items the GRU does not know (cold start)."""
@@ -266,9 +266,10 @@ class Ranked:
 @dataclass
 class RankedBatch:
     """A batch's rankings as arrays: ``order[b, j]`` holds session b's candidates (codes into ``names``, -1 after
-    its ``counts[b]``) in ranker j's order (0: W, 1: W~), ``q[b, j]`` their Q-values rounded to 6 decimals.
+    its ``counts[b]``) in ranker j's order (0: W, 1...: the explorers), ``q[b, j]`` their Q-values rounded to 6
+    decimals.
 
-    The stream interleaves the two orders of a whole batch at once (:func:`models.interleave.team_draft_batch`)
+    The stream interleaves the orders of a whole batch at once (:func:`models.interleave.team_draft_batch`)
     and turns only the slates' items into ids; :meth:`rows` gives each session's :class:`Ranked`.
     """
 

@@ -8,7 +8,7 @@ Keys (``ns`` is a namespace prefix, empty in production, unique per test)::
     {ns}model:{v}:items:{i}       JSON list of item ids, chunk i                             - major versions only
     {ns}model:{v}:emb:{i}         float32 item embeddings, row per item, chunk i             - major versions only
     {ns}model:{v}:ranker          float32 ranker weights W
-    {ns}model:{v}:explorer        float32 explorer weights W + ΔW (DBGD)
+    {ns}model:{v}:explorer        float32 explorers' weights W + ΔW_j, one row each (DBGD: one; MGD: several)
     {ns}model:current             the promoted version
     {ns}model:versions            list of versions in publication order
     {ns}model:majors              list of major versions in the order they were first promoted (rollback targets)
@@ -99,7 +99,7 @@ class ModelVersion:
     meta: dict
     gru: GRU4Rec
     ranker: np.ndarray
-    explorer: np.ndarray
+    explorers: np.ndarray      # (n, d): the explorers' weights, one row each (DBGD has one, MGD several)
 
 
 def version_number(version: str) -> int:
@@ -111,14 +111,25 @@ def version_number(version: str) -> int:
     return int(version.lstrip("v"))
 
 
-def check_ranker(ranker: np.ndarray, explorer: np.ndarray, hidden_size: int) -> None:
-    """Raise :class:`InvalidModel` unless W and W~ are finite and fit a Q-network on ``hidden_size`` states."""
+def check_ranker(ranker: np.ndarray, explorers: np.ndarray, hidden_size: int) -> None:
+    """Raise :class:`InvalidModel` unless W and every explorer are finite and fit a Q-network on ``hidden_size``
+    states (``explorers``: one weight vector, or one row per explorer)."""
     expected = sum(p.numel() for p in DuelingQNetwork(hidden_size).parameters())
-    for name, w in (("ranker", ranker), ("explorer", explorer)):
+    if explorers.size == 0 or explorers.size % expected:
+        raise InvalidModel(f"explorer weights have {explorers.size} values; a Q-network on {hidden_size} units has "
+                           f"{expected} (one row per explorer)")
+    rows = explorers.reshape(-1, expected)
+    for name, w in (("ranker", ranker), *((f"explorer {j}", row) for j, row in enumerate(rows, 1))):
         if w.size != expected:
             raise InvalidModel(f"{name} weights have {w.size} values; a Q-network on {hidden_size} units has {expected}")
         if not np.isfinite(w).all():
             raise InvalidModel(f"{name} weights are not finite ({int((~np.isfinite(w)).sum())} NaN or inf values)")
+
+
+def _weights(ranker: bytes, explorers: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """W and the explorers (n, d) from their stored bytes."""
+    w = np.frombuffer(ranker, dtype=np.float32).copy()
+    return w, np.frombuffer(explorers, dtype=np.float32).copy().reshape(-1, w.size)
 
 
 def check_gru(gru: GRU4Rec) -> None:
@@ -167,15 +178,15 @@ class ModelRegistry:
             raise LookupError(f"model version {version} is incomplete in the registry ({part})")
         return b"".join(parts)
 
-    def publish_major(self, gru: GRU4Rec, ranker: np.ndarray, explorer: np.ndarray, parent: str | None = None,
+    def publish_major(self, gru: GRU4Rec, ranker: np.ndarray, explorers: np.ndarray, parent: str | None = None,
                       summary: dict | None = None, kind: str = "major") -> str:
         """Store a full model (GRU4Rec + embeddings + ranker) as a new, not yet promoted, version.
 
         Raises :class:`InvalidModel` (and stores nothing) if a weight is not finite, the ranker does not
         fit the GRU, or the GRU blob does not load back."""
-        ranker, explorer = np.asarray(ranker, dtype=np.float32), np.asarray(explorer, dtype=np.float32)
+        ranker, explorers = np.asarray(ranker, dtype=np.float32), np.asarray(explorers, dtype=np.float32)
         check_gru(gru)
-        check_ranker(ranker, explorer, gru.model.layers[-1])
+        check_ranker(ranker, explorers, gru.model.layers[-1])
         buf = io.BytesIO()
         gru.save(buf)
         try:
@@ -191,23 +202,24 @@ class ModelRegistry:
                 "n_items": len(ids), "hidden": int(gru.model.layers[-1]), "chunks": chunks, "summary": summary or {}}
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.key(version, "ranker"), ranker.tobytes())
-        pipe.set(self.key(version, "explorer"), explorer.tobytes())
+        pipe.set(self.key(version, "explorer"), np.ascontiguousarray(explorers).tobytes())
         pipe.set(self.key(version, "meta"), json.dumps(meta))  # last: a version exists once its meta does
         pipe.rpush(f"{self.ns}model:versions", version)
         pipe.execute()
         return version
 
-    def publish_minor(self, parent: str, ranker: np.ndarray, explorer: np.ndarray, summary: dict | None = None) -> str:
-        """A DBGD step: new ranker weights on the parent's GRU and embeddings (referenced, not copied)."""
+    def publish_minor(self, parent: str, ranker: np.ndarray, explorers: np.ndarray, summary: dict | None = None) -> str:
+        """A DBGD/MGD step: new ranker weights (W and its explorers, one row each) on the parent's GRU and
+        embeddings (referenced, not copied)."""
         parent_meta = self.meta(parent)
-        ranker, explorer = np.asarray(ranker, dtype=np.float32), np.asarray(explorer, dtype=np.float32)
-        check_ranker(ranker, explorer, parent_meta.get("hidden") or self._hidden(parent_meta))
+        ranker, explorers = np.asarray(ranker, dtype=np.float32), np.asarray(explorers, dtype=np.float32)
+        check_ranker(ranker, explorers, parent_meta.get("hidden") or self._hidden(parent_meta))
         version = self._new_version()
         meta = {"kind": "minor", "parent": parent, "created": time.time(), "gru_version": parent_meta["gru_version"],
                 "n_items": parent_meta.get("n_items"), "hidden": parent_meta.get("hidden"), "summary": summary or {}}
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.key(version, "ranker"), ranker.tobytes())
-        pipe.set(self.key(version, "explorer"), explorer.tobytes())
+        pipe.set(self.key(version, "explorer"), np.ascontiguousarray(explorers).tobytes())
         pipe.set(self.key(version, "meta"), json.dumps(meta))
         pipe.rpush(f"{self.ns}model:versions", version)
         pipe.execute()
@@ -228,7 +240,7 @@ class ModelRegistry:
         if gru_version not in self._checked_grus:
             check_gru(mv.gru)
             self._checked_grus.add(gru_version)
-        check_ranker(mv.ranker, mv.explorer, mv.gru.model.layers[-1])
+        check_ranker(mv.ranker, mv.explorers, mv.gru.model.layers[-1])
         return mv
 
     def promote(self, version: str, based_on: str | None, check: bool = True) -> str | None:
@@ -334,11 +346,11 @@ class ModelRegistry:
         return GRU4Rec.load(io.BytesIO(self.gru_blob(gru_version)), device=device)
 
     def ranker_weights(self, version: str) -> tuple[np.ndarray, np.ndarray]:
-        """(W, W~) of a version without loading its GRU: what the DBGD rounds need."""
+        """(W, explorers (n, d)) of a version without loading its GRU: what the DBGD rounds need."""
         ranker, explorer = self.r.mget(self.key(version, "ranker"), self.key(version, "explorer"))
         if ranker is None or explorer is None:
             raise LookupError(f"model version {version} has no ranker weights")
-        return np.frombuffer(ranker, dtype=np.float32).copy(), np.frombuffer(explorer, dtype=np.float32).copy()
+        return _weights(ranker, explorer)
 
     def load(self, version: str | None = None, device: str | None = "cpu",
              loaded: ModelVersion | None = None) -> ModelVersion:
@@ -360,5 +372,4 @@ class ModelRegistry:
             gru = loaded.gru
         else:
             gru = self._load_gru(meta["gru_version"], device)
-        return ModelVersion(version, meta, gru, np.frombuffer(ranker, dtype=np.float32).copy(),
-                            np.frombuffer(explorer, dtype=np.float32).copy())
+        return ModelVersion(version, meta, gru, *_weights(ranker, explorer))

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from models.dbgd import DuelingBanditGD
+from models.mgd import MultileaveGD
 from models.evaluate import NaNModelError, evaluate
 from models.gru4rec import GRU4Rec
 from models.itemstats import ItemStats
@@ -59,7 +59,8 @@ class RetrainConfig:
     min_sessions: int = 10
     ranker_epochs: int = 5
     ranker_lr: float = 3e-3
-    alpha: float = 0.1                     # DBGD perturbation of the new version's first explorer
+    alpha: float = 0.1                     # DBGD perturbation of the new version's first explorers
+    explorers: int = 1                     # how many (1: DBGD, more: multileave gradient descent)
     half_life_s: float = 3600.0            # item statistics replayed for the ranker's features
     fresh_window_s: float = 3600.0
     seed: int = 0
@@ -313,7 +314,7 @@ def train_candidate(registry: ModelRegistry, clicks: list[dict], slates: list[di
     examples = slate_examples(new, df, slates, config)
     w_new, ranker_summary = refit_ranker(new, w_old, examples, config)
     summary["ranker"] = ranker_summary
-    explorer = DuelingBanditGD(w_new, alpha=config.alpha, seed=config.seed).explorer_weights
+    explorer = MultileaveGD(w_new, config.explorers, alpha=config.alpha, seed=config.seed).explorer_weights
     summary["seconds"] = round(time.time() - started, 2)
     try:
         version = registry.publish_major(new, w_new, explorer, parent=base, summary=summary)

@@ -32,7 +32,6 @@ from collections import OrderedDict, defaultdict
 import numpy as np
 from river import stats
 
-TEAMS = ("current", "explorer")
 
 
 class _Counts:

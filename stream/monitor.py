@@ -93,7 +93,7 @@ class MonitorState:
             "interleaving (cumulative clicks): " + (" · ".join(f"{t} {n}" for t, n in sorted(team_clicks.items()))
                                                      or "–"),
             f"DBGD: round {dbgd.get('rounds', '–')} · {dbgd.get('round_impressions', '–')}/{dbgd.get('window', '–')} "
-            f"impressions · current {dbgd.get('current_clicks', '–')} vs explorer {dbgd.get('explorer_clicks', '–')} "
+            f"impressions · current {dbgd.get('current_clicks', '–')} vs explorers {dbgd.get('explorer_clicks', '–')} "
             f"clicks · accepted updates {dbgd.get('accepted_updates', '–')}",
             f"drift (ADWIN): CTR {_f(drift.get('ctr'))} over {drift.get('window', '–')} impressions · "
             f"drops {drift.get('drops', '–')}",

@@ -29,7 +29,7 @@ import numpy as np
 import redis
 import torch
 
-from models.interleave import CURRENT, EXPLORER, probabilistic, team_draft, team_draft_batch
+from models.interleave import CURRENT, EXPLORER, probabilistic, team_draft, team_draft_batch, team_name
 from models.itemstats import ItemStats, Snapshot, write_snapshot
 from models.newitems import NewItemGate
 from models.recommend import POPULAR_VERSION, CandidateParams, LoadedModel, ModelCache, RankedBatch, popular_items, \
@@ -47,10 +47,14 @@ __all__ = ["POPULAR_VERSION", "Feedback", "OnlineRecommender"]
 
 @dataclass
 class Feedback:
-    """Per model version: interleaved impressions shown and clicks credited to each team."""
+    """Per model version: interleaved impressions shown and clicks credited to each team (``current``,
+    ``explorer``, and ``explorer2``... when several explorers are multileaved)."""
 
     counts: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(
         lambda: {"impressions": 0, CURRENT: 0, EXPLORER: 0}))
+
+    def credit(self, version: str, team: str) -> None:
+        self.counts[version][team] = self.counts[version].get(team, 0) + 1
 
     def as_messages(self) -> list[dict]:
         return [{"version": v, **c} for v, c in self.counts.items()]
@@ -234,7 +238,7 @@ class OnlineRecommender:
             if is_fresh and click.impression_id is None and sid in self.last_slate:
                 entry = self.pending.pop(self.last_slate.pop(sid), None)
                 if entry is not None and click.item_id in entry[1]:
-                    feedback.counts[entry[0]][entry[2][entry[1].index(click.item_id)]] += 1
+                    feedback.credit(entry[0], entry[2][entry[1].index(click.item_id)])
             if slate is not None:
                 self.last_slate[sid] = slate.impression_id
                 self.last_slate.move_to_end(sid)
@@ -297,7 +301,7 @@ class OnlineRecommender:
             return
         version, items, teams = entry
         if click.position < len(teams) and items[click.position] == click.item_id:
-            feedback.counts[version][teams[click.position]] += 1
+            feedback.credit(version, teams[click.position])
 
     def _step(self, m: LoadedModel, clicks: list[Click], offsets: list[tuple[int, int]], fresh: list[bool],
               states: dict, positions: list[int], last: torch.Tensor, contexts: list, seen: list) -> None:
@@ -361,11 +365,11 @@ class OnlineRecommender:
             for b in range(n):
                 items = list(ranked.items(b, 0, k))
                 yield items, [CURRENT] * len(items), ranked.q[b, 0, : len(items)].tolist()
-        elif self.s.interleaving == "team-draft" and n >= self.BATCH_INTERLEAVE:
-            slate, from_current, position = team_draft_batch(ranked.order[:, 0], ranked.order[:, 1], k, self.np_rng)
-            scores = np.where(from_current, np.take_along_axis(ranked.q[:, 0], position, 1),
-                              np.take_along_axis(ranked.q[:, 1], position, 1)).tolist()
-            teams = np.where(from_current, CURRENT, EXPLORER).tolist()
+        elif self.s.interleaving == "team-draft" and (n >= self.BATCH_INTERLEAVE or ranked.order.shape[1] > 2):
+            slate, team, position = team_draft_batch(ranked.order, k, self.np_rng)
+            rows = np.arange(n)[:, None]
+            scores = ranked.q[rows, team, position].tolist()
+            teams = np.array([team_name(j) for j in range(ranked.order.shape[1])])[team].tolist()
             for b, row in enumerate(slate.tolist()):
                 m = row.index(-1) if -1 in row else k
                 yield list(ranked.take(row[:m])), teams[b][:m], scores[b][:m]

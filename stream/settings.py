@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -119,7 +119,10 @@ class Settings(BaseSettings):
                                "clicked dropped first)")
     stats_snapshot_s: float = Field(1.0, ge=0, description="how often a worker writes its item statistics to Redis")
 
-    # --- dueling bandit gradient descent (DRN's minor update)
+    # --- dueling bandit / multileave gradient descent (DRN's minor update)
+    dbgd_explorers: int = Field(1, ge=1, le=16, description="explorers per round: 1 is DRN's DBGD (interleaving); "
+                                "more is multileave gradient descent (team-draft multileaving, W moves by the mean "
+                                "of the winners' directions; models/mgd.py)")
     dbgd_alpha: float = Field(0.1, gt=0, description="explorer perturbation: dW = alpha * U(-1,1) * W")
     dbgd_eta: float = Field(0.05, gt=0, description="step towards a winning explorer: W += eta * dW")
     dbgd_window: int = Field(1000, ge=1, description="interleaved impressions per DBGD decision")
@@ -132,6 +135,13 @@ class Settings(BaseSettings):
     explore: bool = Field(True, description="interleave the explorer's ranking into slates (DBGD); off: the "
                           "current ranking only, and W stays as it is until a major retrain")
     seed: int = Field(0, description="seed for interleaving coins and DBGD draws")
+
+    @model_validator(mode="after")
+    def _multileaving_is_team_draft(self) -> Settings:
+        if self.dbgd_explorers > 1 and self.interleaving != "team-draft":
+            raise ValueError(f"dbgd_explorers={self.dbgd_explorers} needs interleaving='team-draft' (multileaving); "
+                             f"{self.interleaving!r} interleaves two rankers only")
+        return self
 
     # --- major retrains (DRN's major update) and the drift trigger; decided by the controller (the leader)
     retrain_every_s: float = Field(0.0, ge=0, description="retrain on this schedule (0: off)")

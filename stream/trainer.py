@@ -106,8 +106,9 @@ def run_job(settings: Settings, job: dict) -> dict:
                   "clicks_offsets": {str(p): list(o) for p, o in clicks.offsets.items()},
                   "skipped_records": clicks.skipped}
         config = RetrainConfig(epochs=settings.retrain_epochs, learning_rate=settings.retrain_learning_rate,
-                               holdout=settings.retrain_holdout, alpha=settings.dbgd_alpha, seed=settings.seed, half_life_s=settings.popular_half_life_s,
-                               fresh_window_s=settings.fresh_window_s)
+                               holdout=settings.retrain_holdout, alpha=settings.dbgd_alpha,
+                               explorers=settings.dbgd_explorers, seed=settings.seed,
+                               half_life_s=settings.popular_half_life_s, fresh_window_s=settings.fresh_window_s)
         candidate = train_candidate(registry, clicks.records, slates.records, config, job["trigger"], window,
                                     based_on=job.get("based_on"))
         outcome = {"version": candidate.version, "reason": candidate.reason, "summary": candidate.summary}

@@ -33,7 +33,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from models.interleave import CURRENT, EXPLORER
+from models.interleave import team_clicks
 from models.registry import InvalidModel, ModelRegistry, RegistryError, StaleBase
 from stream.control.clock import Clock, SystemClock
 from stream.control.dbgd_rounds import DbgdRounds, Step
@@ -61,7 +61,7 @@ class Controller:
 
     def _fresh(self) -> None:
         s = self.s
-        self.rounds = DbgdRounds(s.dbgd_alpha, s.dbgd_eta, s.dbgd_window, s.dbgd_window_s, s.seed)
+        self.rounds = DbgdRounds(s.dbgd_alpha, s.dbgd_eta, s.dbgd_window, s.dbgd_window_s, s.seed, s.dbgd_explorers)
         self.drift = CtrDriftDetector(s.drift_delta, s.drift_min_impressions, s.drift_retrain_after)
         self.policy = RetrainPolicy(s.retrain_every_s, s.retrain_every_clicks, s.retrain_window_s)
         self.gate = PromotionGate(s.retrain_margin)
@@ -86,7 +86,7 @@ class Controller:
         return updates
 
     def feedback(self, messages: list[dict]) -> list[ModelUpdate]:
-        """Interleaving outcomes from the workers: ``{version, impressions, current, explorer}`` each."""
+        """Interleaving outcomes from the workers: ``{version, impressions, current, explorer, explorer2...}`` each."""
         return self.handle(messages)
 
     def tick(self) -> list[ModelUpdate]:
@@ -103,7 +103,7 @@ class Controller:
         self._follow(current)
         for m in messages:
             impressions = int(m.get("impressions", 0))
-            clicks = int(m.get(CURRENT, 0)) + int(m.get(EXPLORER, 0))
+            clicks = sum(team_clicks(m).values())
             self._watch_drift(impressions, clicks, now)
             lineage = self._lineage(m.get("version"))
             if lineage is not None:
@@ -145,7 +145,7 @@ class Controller:
             self.policy.request("drift", since=cut_ts, ctr=self.drift.ctr)
 
     def _promote_step(self, step: Step, now: float) -> ModelUpdate:
-        new = self.registry.publish_minor(step.based_on, step.weights, step.explorer, step.summary)
+        new = self.registry.publish_minor(step.based_on, step.weights, step.explorers, step.summary)
         try:
             self.registry.promote(new, based_on=step.based_on)
         except StaleBase as err:
@@ -160,12 +160,12 @@ class Controller:
             return ModelUpdate(version=new, kind="minor", parent=step.based_on, action="rejected", reason=str(err),
                                summary=step.summary)
         self.rounds.moved_on(new, now)
-        log.info("DBGD round %d on %s: explorer %d vs current %d clicks in %d impressions -> %s %s",
-                 step.summary["rounds"], step.based_on, step.summary["explorer_clicks"],
-                 step.summary["current_clicks"], step.summary["impressions"],
+        log.info("DBGD round %d on %s: clicks per team %s in %d impressions -> %s %s",
+                 step.summary["rounds"], step.based_on, step.summary["clicks"], step.summary["impressions"],
                  "accepted, W moved" if step.accepted else "kept W", new)
         return ModelUpdate(version=new, kind="minor", parent=step.based_on, action="promoted",
-                           reason="explorer won the round" if step.accepted else "W kept, a new explorer drawn",
+                           reason=f"explorer(s) {step.summary['winners']} won the round" if step.accepted
+                           else "W kept, new explorers drawn",
                            summary=step.summary)
 
     def _guard_verdict(self, verdict: GuardVerdict, now: float) -> list[ModelUpdate]:

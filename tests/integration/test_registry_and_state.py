@@ -14,6 +14,7 @@ import torch
 from models.__main__ import publish_first_version
 from models.recommend import ModelCache
 from models.registry import ModelRegistry
+from stream.control.dbgd_rounds import DbgdRounds
 from stream.online import OnlineRecommender
 from stream.records import Click
 from models.sessions import SessionState, SessionStore
@@ -50,7 +51,7 @@ def test_publish_load_minor_references_parent_and_rollback_is_exact(registry):
     back = registry.load()
     assert back.version == v1
     np.testing.assert_array_equal(back.ranker, w)
-    np.testing.assert_array_equal(back.explorer, w_exp)
+    np.testing.assert_array_equal(back.explorers, np.atleast_2d(w_exp))
     with pytest.raises(LookupError, match="not in the registry"):
         registry.promote("v999", based_on=v1)
 
@@ -299,3 +300,38 @@ def test_organic_credit_reaches_a_slate_made_earlier_in_the_same_batch(services,
     slot = slates[0].items.index(likely)
     counts = feedback.counts[version]
     assert counts[slates[0].teams[slot]] == 1 and counts["current"] + counts["explorer"] == 1
+
+
+def test_multileaved_slates_credit_each_explorers_team_and_a_round_publishes_its_explorers(services, prefix, registry):
+    """MGD end to end without Kafka: a version with three explorers multileaves four teams into every slate (each
+    within one slot of its share), a click credits exactly its slot's team, and the controller's round publishes
+    a minor version whose three explorers the stream loads and multileaves again."""
+    client = redis.Redis.from_url(services.redis)
+    settings = Settings(topic_prefix=prefix, model_refresh_s=0.001, dbgd_explorers=3, dbgd_window=5)
+    rec = OnlineRecommender(settings, registry, SessionStore(client, prefix))
+    version = publish_first_version(registry, small_gru(1), explorers=3)
+    assert registry.load(version).explorers.shape[0] == 3
+    teams = {"current", "explorer", "explorer2", "explorer3"}
+    clicks = [Click(session_id=f"s{i}", item_id=str(i), ts=1.0) for i in range(6)]
+    slates, feedback = rec.process(clicks, [0.0] * 6, [(0, i) for i in range(6)])
+    for slate in slates:
+        assert set(slate.teams) == teams
+        shares = [slate.teams.count(t) for t in teams]
+        assert max(shares) - min(shares) <= 1
+    assert feedback.counts[version]["impressions"] == 6
+    picked = [(s, s.teams.index(team)) for s, team in zip(slates, ["explorer3", "explorer3", "current", "explorer2"])]
+    follow = [Click(session_id=s.session_id, item_id=s.items[pos], ts=2.0, impression_id=s.impression_id, position=pos)
+              for s, pos in picked]
+    _, feedback = rec.process(follow, [0.0] * 4, [(0, 10 + i) for i in range(4)])
+    counts = feedback.counts[version]
+    assert {t: counts.get(t, 0) for t in teams} == {"current": 1, "explorer": 0, "explorer2": 1, "explorer3": 2}
+    rounds = DbgdRounds(settings.dbgd_alpha, settings.dbgd_eta, settings.dbgd_window, 1e9, explorers=3)
+    w, explorers = registry.ranker_weights(version)
+    step = rounds.observe(version, w, explorers, {"version": version, **counts, "impressions": 6}, now=0.0)
+    assert step.summary["winners"] == [2]          # explorer3 beat the current ranker's one click; explorer2 tied
+    np.testing.assert_allclose(step.weights, w + settings.dbgd_eta * (explorers[2] - w), rtol=1e-5, atol=1e-7)
+    minor = registry.publish_minor(version, step.weights, step.explorers, step.summary)
+    registry.promote(minor, based_on=version)
+    slates, _ = rec.process([Click(session_id="later", item_id="3", ts=3.0)], [0.0], [(0, 20)])
+    assert slates[0].model_version == minor and set(slates[0].teams) == teams
+    assert rec.model.version.explorers.shape == (3, w.size)

@@ -169,8 +169,8 @@ def test_dbgd_rounds_count_only_the_current_version_and_a_resumed_round_draws_th
     step_a, step_b = a.observe("v1", w, w_explorer, message, 2.0), b.observe("v1", w, w_explorer, message, 2.0)
     assert not step_a.accepted and step_a.summary["impressions"] == 120 and step_a.summary["current_clicks"] == 3
     np.testing.assert_array_equal(step_a.weights, w)                       # the explorer lost: W stays
-    np.testing.assert_array_equal(step_a.explorer, step_b.explorer)        # the same next explorer
-    assert not np.allclose(step_a.explorer, w_explorer)
+    np.testing.assert_array_equal(step_a.explorers, step_b.explorers)      # the same next explorer
+    assert not np.allclose(step_a.explorers, w_explorer)
 
 
 def test_a_dbgd_round_also_ends_after_its_time_window():

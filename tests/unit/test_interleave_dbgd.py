@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from models.dbgd import DuelingBanditGD
-from models.interleave import CURRENT, EXPLORER, credit, probabilistic, team_draft, team_draft_batch
+from models.interleave import CURRENT, EXPLORER, credit, is_team, probabilistic, team_clicks, team_draft, \
+    team_draft_batch, team_name
 from models.ranker import N_ACTION_SCALARS, N_CONTEXT, SIMILARITY, DuelingQNetwork
 
 rankings = st.lists(st.sampled_from([f"i{i}" for i in range(30)]), min_size=0, max_size=20, unique=True)
@@ -38,43 +39,50 @@ def _codes(rankings: list[list[str]], vocab: dict[str, int], width: int) -> np.n
     return out
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(rankings, rankings), min_size=1, max_size=12), st.integers(1, 12), st.integers(0, 10_000))
-def test_the_batch_team_draft_follows_the_rule_pick_by_pick(pairs, k, seed):
-    """Every slate of team_draft_batch is a team-draft outcome: replayed pick by pick, the team that picks is the
-    one with fewer picks (a coin only on ties) and it adds its best item not yet taken; positions are exact."""
+@settings(max_examples=150, deadline=None)
+@given(st.integers(2, 5).flatmap(lambda t: st.lists(st.lists(rankings, min_size=t, max_size=t), min_size=1,
+                                                       max_size=8)),
+       st.integers(1, 12), st.integers(0, 10_000))
+def test_the_batch_team_draft_multileaves_by_the_rule_pick_by_pick(sessions, k, seed):
+    """Every slate of team_draft_batch, for 2 to 5 rankers, is a team-draft (multileaving) outcome: replayed pick
+    by pick, the team that picks has the fewest picks among the teams with an item left (random only on ties),
+    and it adds its best item not yet taken — so each ranker's items keep its order; positions are exact."""
     vocab = {f"i{i}": i for i in range(30)}
-    width = max(1, max(len(x) for pair in pairs for x in pair))
-    cur = _codes([a for a, _ in pairs], vocab, width)
-    exp = _codes([b for _, b in pairs], vocab, width)
-    slate, from_current, position = team_draft_batch(cur, exp, k, np.random.default_rng(seed))
-    for r, (a, b) in enumerate(pairs):
-        a_codes, b_codes = [vocab[i] for i in a], [vocab[i] for i in b]
+    width = max(1, max(len(x) for lists in sessions for x in lists))
+    orders = np.stack([_codes(list(lists), vocab, width) for lists in sessions])  # (B, T, D)
+    slate, team, position = team_draft_batch(orders, k, np.random.default_rng(seed))
+    for r, lists in enumerate(sessions):
+        codes = [[vocab[i] for i in ranking] for ranking in lists]
         taken: list[int] = []
-        n_cur = n_exp = 0
+        picks = [0] * len(codes)
         for slot in range(k):
-            best_c = next((c for c in a_codes if c not in taken), None)
-            best_e = next((c for c in b_codes if c not in taken), None)
-            if best_c is None and best_e is None:
+            best = [next((c for c in ranking if c not in taken), None) for ranking in codes]
+            able = [t for t, b in enumerate(best) if b is not None]
+            if not able:
                 assert slate[r, slot:].tolist() == [-1] * (k - slot)
                 break
-            mine = bool(from_current[r, slot])
-            if best_e is None or (best_c is not None and n_cur < n_exp):
-                assert mine
-            elif best_c is None or n_exp < n_cur:
-                assert not mine
-            assert slate[r, slot] == (best_c if mine else best_e)
-            assert (a_codes if mine else b_codes)[position[r, slot]] == slate[r, slot]
+            t = int(team[r, slot])
+            assert t in able and picks[t] == min(picks[a] for a in able)
+            assert slate[r, slot] == best[t] and codes[t][position[r, slot]] == slate[r, slot]
             taken.append(int(slate[r, slot]))
-            n_cur, n_exp = n_cur + mine, n_exp + (not mine)
+            picks[t] += 1
 
 
-def test_the_batch_team_draft_tosses_a_fair_coin_on_ties():
-    cur = np.tile(np.arange(0, 10), (2000, 1))
-    exp = np.tile(np.arange(10, 20), (2000, 1))  # disjoint lists: every even slot is a tie
-    _, from_current, _ = team_draft_batch(cur, exp, 4, np.random.default_rng(0))
-    assert 0.45 < from_current[:, 0].mean() < 0.55
-    assert (from_current[:, 0] != from_current[:, 1]).all()  # the other team picks next
+def test_the_batch_team_draft_breaks_ties_at_random():
+    disjoint = np.stack([np.tile(np.arange(10 * t, 10 * t + 10), (3000, 1)) for t in range(3)], 1)  # (3000, 3, 10)
+    _, team, _ = team_draft_batch(disjoint, 6, np.random.default_rng(0))
+    first = np.bincount(team[:, 0], minlength=3) / len(team)
+    assert np.all(np.abs(first - 1 / 3) < 0.03), first
+    for round_start in (0, 3):  # each round of three picks gives every team one slot
+        assert (np.sort(team[:, round_start: round_start + 3], 1) == [0, 1, 2]).all()
+
+
+def test_team_names_and_credit_for_multileaved_slates():
+    assert [team_name(j) for j in range(3)] == [CURRENT, EXPLORER, "explorer2"]
+    assert all(is_team(team_name(j)) for j in range(12)) and not is_team("impressions") and not is_team("version")
+    teams = [CURRENT, "explorer2", EXPLORER, "explorer2"]
+    assert credit(teams, [1, 3, 2]) == {CURRENT: 0, EXPLORER: 1, "explorer2": 2}
+    assert team_clicks({"version": "v1", "impressions": 9, CURRENT: 1, "explorer3": 4}) == {CURRENT: 1, "explorer3": 4}
 
 
 def test_team_draft_credit_is_exact():
