@@ -387,17 +387,27 @@ def run_seed(cfg: StudyConfig, variants: list[str], client: redis.Redis, run_id:
 
 
 def merge(paths: list[Path], out: Path) -> int:
-    """One table and plot from several runs' JSON (the same configuration, different seeds)."""
+    """One table and plot from several runs' JSON: seeds split across processes, or variants run separately on
+    the same seeds (a seed's variants from every run are joined, so the paired differences pair them)."""
     runs = [json.loads(p.read_text()) for p in paths]
     cfg_dict = runs[0]["config"]
     system = SystemOptions(**cfg_dict.pop("system"))
     cfg = StudyConfig(**{**cfg_dict, "system": system})
-    seeds = [seed for r in runs for seed in r["seeds"]]
-    per_seed = [s for r in runs for s in r["per_seed"]]
+    summaries: dict[int, dict] = {}
+    windows: dict[int, dict] = {}
+    for r in runs:
+        for seed, summary, window in zip(r["seeds"], r["per_seed"], r["per_seed_windows"]):
+            clash = set(summaries.get(seed, {})) & set(summary)
+            if clash:
+                raise SystemExit(f"--merge: seed {seed} has variant(s) {sorted(clash)} in more than one run")
+            summaries.setdefault(seed, {}).update(summary)
+            windows.setdefault(seed, {}).update(window)
+    seeds = sorted(summaries)
+    per_seed = [summaries[seed] for seed in seeds]
     agg = across_seeds(per_seed)
     command = " + ".join(r["command"] for r in runs)
     out.mkdir(parents=True, exist_ok=True)
-    plot_seeds([w for r in runs for w in r["per_seed_windows"]], cfg, out / "online_study_seeds.png")
+    plot_seeds([windows[seed] for seed in seeds], cfg, out / "online_study_seeds.png")
     table = seeds_markdown(agg, cfg, seeds, command)
     (out / "online_study.md").write_text(table)
     print(json.dumps({"benchmark": "online_study", "command": command, "seeds": seeds, "across_seeds": agg,
