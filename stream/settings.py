@@ -123,9 +123,9 @@ class Settings(BaseSettings):
     dbgd_explorers: int = Field(1, ge=1, le=16, description="explorers per round: 1 is DRN's DBGD (interleaving); "
                                 "more is multileave gradient descent (team-draft multileaving, W moves by the mean "
                                 "of the winners' directions; models/mgd.py)")
-    dbgd_alpha: float = Field(0.1, gt=0, description="explorer perturbation: dW = alpha * U(-1,1) * W")
-    dbgd_eta: float = Field(0.05, gt=0, description="step towards a winning explorer: W += eta * dW")
-    dbgd_window: int = Field(1000, ge=1, description="interleaved impressions per DBGD decision")
+    dbgd_alpha: float = Field(0.3, gt=0, description="explorer perturbation: dW = alpha * U(-1,1) * W")
+    dbgd_eta: float = Field(0.5, gt=0, description="step towards a winning explorer: W += eta * dW")
+    dbgd_window: int = Field(500, ge=1, description="interleaved impressions per DBGD decision")
     dbgd_window_s: float = Field(300.0, gt=0, description="or decide after this many seconds")
     dbgd_credit_organic: bool = Field(False, description="credit a click that carries no impression to the team "
                                       "whose slot in the session's last slate holds its item (for replayed logs, "
