@@ -71,7 +71,9 @@ def test_slates_follow_the_transitions_the_model_learned(services, topics, strea
 
 def _duel(services, topics, stream_env, tmp_path, favour_explorer: bool, rounds: int, window: int = 40) -> list[dict]:
     """A scripted population: each session clicks once on its own, then once on its slate."""
-    worker = _start(stream_env, tmp_path, name=f"duel-{favour_explorer}", dbgd_window=window, dbgd_window_s=600)
+    # small steps pinned (not the defaults): the indifferent-users bound below is calibrated for alpha 0.1, eta 0.05
+    worker = _start(stream_env, tmp_path, name=f"duel-{favour_explorer}", dbgd_window=window, dbgd_window_s=600,
+                    dbgd_alpha=0.1, dbgd_eta=0.05)
     rng = random.Random(11)
     registry = ModelRegistry(redis.Redis.from_url(services.redis), namespace=topics)
     first = registry.current_version()
