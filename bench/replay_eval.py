@@ -120,10 +120,11 @@ def run_system(variant: str, model: GRU4Rec, events: pd.DataFrame, kafka: str, r
     """Replay ``events`` into fresh topics answered by ``args.workers`` workers with the variant's settings."""
     prefix = f"replay-{variant}-{uuid.uuid4().hex[:6]}-"
     registry = ModelRegistry(redis.Redis.from_url(rds), namespace=prefix)
-    publish_first_version(registry, model, seed=args.seed)
     settings = Settings(kafka=kafka, topic_prefix=prefix)
     ensure_topics(settings)
     overrides = dict(SYSTEM[variant]) | dict(kv.split("=", 1) for kv in args.system_env)
+    publish_first_version(registry, model, float(overrides.get("STREAMREC_DBGD_ALPHA", settings.dbgd_alpha)),
+                          args.seed, explorers=int(overrides.get("STREAMREC_DBGD_EXPLORERS", settings.dbgd_explorers)))
     if variant == "full":
         overrides["STREAMREC_RETRAIN_EVERY_CLICKS"] = str(max(-(-len(events) // 3), 500))  # two retrains, waited for
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")} | {

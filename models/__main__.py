@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import fields
@@ -72,7 +73,10 @@ def train_with_progress(gru: GRU4Rec, train, console: Console) -> GRU4Rec:
         return gru.fit(train, progress=report)
 
 
-def publish_first_version(registry, gru: GRU4Rec, alpha: float = 0.1, seed: int = 0, promote: bool = True,
+PUBLISH_ALPHA = 0.3  # the settings' dbgd_alpha default (models cannot import stream; a unit test keeps them equal)
+
+
+def publish_first_version(registry, gru: GRU4Rec, alpha: float = PUBLISH_ALPHA, seed: int = 0, promote: bool = True,
                           explorers: int = 1) -> str:
     """A major version from a trained GRU4Rec and a fresh ranker (W) with its first explorers (W + dW_j)."""
     from models.mgd import MultileaveGD
@@ -151,10 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("--model", type=Path, required=True)
     pub.add_argument("--redis", default=None, help="Redis URL (default: STREAMREC_REDIS)")
     pub.add_argument("--namespace", default=None, help="key prefix (default: STREAMREC_TOPIC_PREFIX)")
-    pub.add_argument("--alpha", type=float, default=0.1, help="DBGD exploration factor of the first explorer")
+    # the first round explores as the workers' later rounds will: their settings, read from the same variables
+    pub.add_argument("--alpha", type=float, default=float(os.environ.get("STREAMREC_DBGD_ALPHA", PUBLISH_ALPHA)),
+                     help="DBGD exploration factor of the first explorer (default: STREAMREC_DBGD_ALPHA)")
     pub.add_argument("--seed", type=int, default=0)
-    pub.add_argument("--explorers", type=int, default=1, help="explorers of the first round (1: DBGD; more: "
-                     "multileave gradient descent, with STREAMREC_DBGD_EXPLORERS set to match)")
+    pub.add_argument("--explorers", type=int, default=int(os.environ.get("STREAMREC_DBGD_EXPLORERS", 1)),
+                     help="explorers of the first round (1: DBGD; more: multileave gradient descent; default: "
+                     "STREAMREC_DBGD_EXPLORERS)")
     ret = sub.add_parser("retrain", help="train a candidate on a log window given as JSON-lines files; publish it "
                          "unpromoted (the stream's controller decides promotions)")
     ret.add_argument("--clicks", type=Path, required=True, help="click records, one JSON object per line")

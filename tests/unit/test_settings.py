@@ -19,3 +19,10 @@ def test_defaults_run_on_one_machine():
                                               "dbgd-feedback"]
     parts = {t.name: t.partitions for t in topic_specs(s)}
     assert parts["model-updates"] == parts["dbgd-feedback"] == 1  # one total order; one DBGD decision-maker
+
+
+def test_a_published_first_version_explores_with_the_settings_alpha():
+    """models cannot import the settings, so its fallback alpha is a copy: this keeps the copy honest."""
+    from models.__main__ import PUBLISH_ALPHA
+
+    assert PUBLISH_ALPHA == Settings.model_fields["dbgd_alpha"].default
