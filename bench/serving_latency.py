@@ -9,16 +9,19 @@ which writes real session states and item statistics to Redis.  Then ``python -m
 its own process and a second process loads it, always asking for sessions that exist:
 
 The stream keeps W's ranking with each session (``STREAMREC_SESSION_RANKING_ITEMS``), so until a new
-version is promoted serving answers from it; afterwards it ranks each request itself.  Both paths are
-measured:
+version is promoted serving answers from it.  A major promotion goes as the retrain job does it: the
+candidate is published, pre-ranks the recently active sessions (``stream.trainer.prerank_candidate``,
+the job's own function) and is then promoted; serving answers from the pre-rankings.  Measured:
 
 0. **highest rate, stored rankings**: wrk with ``--connections`` keep-alive connections for ``--seconds``;
 1. **fixed rate**: an asyncio client (plain HTTP/1.1 on asyncio streams) sends ``--rate`` requests/s on a fixed schedule (open
    loop: latency counts from the scheduled send time, so a stall is not hidden); half way through a
-   new major version is published and promoted, and the latency around the switch is reported;
-2. **highest rate, ranked by serving**: wrk again, after the promotion.
+   new major version is published, pre-ranks, and is promoted; the latency around the switch is reported;
+2. **highest rate after the promotion**: wrk again, ``--after-s`` seconds after the promotion;
+3. **highest rate, ranked by serving**: a third major version promoted without pre-ranking, so that serving
+   ranks (and re-encodes) every request itself: the path a session takes that the pre-ranking missed.
 
-Prints one JSON object.  Figures, not assertions.
+Prints one JSON object, with the issue's aims (``aims``) beside the figures.
 """
 
 from __future__ import annotations
@@ -50,12 +53,14 @@ from stream.online import OnlineRecommender
 from stream.records import Click
 from stream.settings import Settings
 from stream.topics import ensure_topics
+from stream.trainer import lower_priority, prerank_candidate
 
 
 def _fill(settings: Settings, client: redis.Redis, events) -> list[str]:
     """Run the stream's code over real clicks: session states and item statistics land in Redis."""
     rec = OnlineRecommender(settings, ModelRegistry(client, settings.topic_prefix),
-                            SessionStore(client, settings.topic_prefix, 3600 * 24, settings.session_max_items))
+                            SessionStore(client, settings.topic_prefix, settings.session_ttl_s,
+                                         settings.session_max_items))
     clicks = [Click(session_id=str(s), item_id=str(i), ts=1_000_000.0 + n)
               for n, (s, i) in enumerate(zip(events["SessionId"], events["ItemId"]))]
     for start in range(0, len(clicks), 256):
@@ -70,9 +75,12 @@ async def _fixed_rate(port: int, sessions: list[str], rate: float, seconds: floa
 
     A lean keep-alive HTTP/1.1 client on asyncio streams (httpx spends more CPU per request than the
     server does, which on 2 shared cores would measure the client).  Request i goes out on
-    connection i mod ``connections`` as soon as it is due and that connection is free.
+    connection i mod ``connections`` as soon as it is due and that connection is free.  ``on_half`` runs
+    (in a thread) after ``seconds / 2``; the load goes on for ``seconds`` in all, and at least 5 s after
+    ``on_half`` returns (publishing and pre-ranking take a while; the 5 s after the switch are reported).
     """
-    n = int(rate * seconds)
+    n = int(rate * (seconds + 600))
+    until = [seconds + 600]  # no request is sent when due after this (set when on_half returns)
     lat = np.full(n, np.nan)
     sent_at = np.arange(n) / rate
     done_at = np.zeros(n)
@@ -85,6 +93,8 @@ async def _fixed_rate(port: int, sessions: list[str], rate: float, seconds: floa
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for i in range(c, n, connections):
+                if sent_at[i] >= until[0]:
+                    break
                 await asyncio.sleep(max(start + sent_at[i] - time.perf_counter(), 0))
                 writer.write(f"GET /recommendations/{sessions[i % len(sessions)]}?k=10 HTTP/1.1\r\n"
                              f"Host: 127.0.0.1\r\n\r\n".encode())
@@ -107,20 +117,28 @@ async def _fixed_rate(port: int, sessions: list[str], rate: float, seconds: floa
 
     tasks = [asyncio.create_task(connection(c)) for c in range(connections)]
     await asyncio.sleep(0.5 + seconds / 2)
-    promoted_at = time.perf_counter() - start
+    began = time.perf_counter() - start  # the candidate is published and pre-ranks from here
     await asyncio.get_running_loop().run_in_executor(None, on_half)
+    promoted_at = time.perf_counter() - start
+    until[0] = max(seconds, promoted_at + 5.0)
     await asyncio.gather(*tasks)
+    n = int(np.searchsorted(sent_at, until[0]))
+    lat, sent_at, done_at = lat[:n], sent_at[:n], done_at[:n]
     ok = lat[~np.isnan(lat)]
     around = lat[(sent_at >= promoted_at) & (sent_at < promoted_at + 5.0)]
     around = around[~np.isnan(around)]
     before = lat[sent_at < promoted_at]
     before = before[~np.isnan(before)]
     return {"before_promotion_p50_ms": float(np.percentile(before, 50)),
-            "before_promotion_p99_ms": float(np.percentile(before, 99)),"rate_target": rate, "requests": n, "ok": int(ok.size), "errors": errors, "fallbacks": int(fallbacks),
-            "achieved_rps": ok.size / max(float(done_at.max()), seconds), "p50_ms": float(np.percentile(ok, 50)),
+            "before_promotion_p99_ms": float(np.percentile(before, 99)), "rate_target": rate, "requests": n, "ok": int(ok.size), "errors": errors, "fallbacks": int(fallbacks),
+            "achieved_rps": ok.size / max(float(done_at.max()), until[0]), "p50_ms": float(np.percentile(ok, 50)),
             "p99_ms": float(np.percentile(ok, 99)), "max_ms": float(ok.max()),
-            "promotion_at_s": round(promoted_at, 2), "after_promotion_5s_p99_ms": float(np.percentile(around, 99)),
-            "after_promotion_5s_max_ms": float(around.max())}
+            "publish_and_prerank_from_s": round(began, 2), "promotion_at_s": round(promoted_at, 2),
+            "after_promotion_5s_p99_ms": float(np.percentile(around, 99)),
+            "after_promotion_5s_max_ms": float(around.max()),
+            "p99_ms_by_second": [round(float(np.percentile(w, 99)), 1) if (w := lat[(sent_at >= t) & (sent_at < t + 1)
+                                                                                   & ~np.isnan(lat)]).size else None
+                                 for t in range(int(until[0]) + 1)]}
 
 
 def _wrk(base: str, sessions: list[str], connections: int, seconds: float, state: Path) -> dict:
@@ -143,6 +161,49 @@ def _wrk(base: str, sessions: list[str], connections: int, seconds: float, state
             "socket_errors": sum(map(int, sock.groups())) if sock else 0}
 
 
+def _promote_major(env: dict, gru_path: Path, prerank: bool) -> dict:
+    """Publish the GRU at ``gru_path`` as a major version, pre-rank unless told not to, promote it: in a process of
+    its own, at the retrain job's priority (``stream.trainer.lower_priority``), as the job runs."""
+    settings = Settings()
+    out = subprocess.run([sys.executable, "-m", "bench.serving_latency", "--promote", str(gru_path)]
+                         + ([] if prerank else ["--no-prerank"]), env=env, cwd=ROOT, check=True, capture_output=True,
+                         text=True, start_new_session=True,
+                         preexec_fn=lambda: lower_priority(settings.retrain_nice, settings.retrain_sched_idle))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _promote_here(gru_path: Path, prerank: bool) -> int:
+    """The child of :func:`_promote_major` (settings from the environment)."""
+    settings = Settings()
+    client = redis.Redis.from_url(settings.redis)
+    registry = ModelRegistry(client, settings.topic_prefix)
+    version = publish_first_version(registry, GRU4Rec.load(gru_path, device="cpu"), promote=False)
+    started = time.perf_counter()
+    pre = prerank_candidate(settings, client, registry, version) if prerank else {"sessions": 0, "skipped": "off"}
+    registry.promote(version, based_on=registry.current_version())
+    print(json.dumps({"version": version, "prerank": pre, "publish_to_promote_s": time.perf_counter() - started}))
+    return 0
+
+
+def _perturbed(registry: ModelRegistry, version: str, factor: float, path: Path) -> Path:
+    """A different GRU of the same shape (a promotion loads and indexes it anew, and re-encodes every session)."""
+    gru = GRU4Rec.load(io.BytesIO(registry.gru_blob(version)), device="cpu")
+    with torch.no_grad():
+        gru.model.Wy.weight.mul_(factor)
+    gru.save(path)
+    return path
+
+
+def _aims(stored: dict, fixed: dict, after: dict) -> dict:
+    """The issue's aims for a promotion, each with its figure."""
+    ratio = after["requests_per_s"] / stored["requests_per_s"]
+    p99 = max(fixed["p99_ms"], fixed["after_promotion_5s_p99_ms"])
+    return {"after_promotion_rps_vs_before": {"value": round(ratio, 3), "aim": ">= 0.8", "met": ratio >= 0.8},
+            "after_promotion_rps": {"value": after["requests_per_s"], "aim": ">= 1500",
+                                    "met": after["requests_per_s"] >= 1500},
+            "p99_ms_at_rate_through_promotion": {"value": round(p99, 2), "aim": "<= 10", "met": p99 <= 10}}
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -153,7 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clicks", type=int, default=20_000)
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--workers", type=int, default=1, help="STREAMREC_SERVING_WORKERS")
+    p.add_argument("--after-s", type=float, default=30.0, help="wrk starts this long after the promotion")
+    p.add_argument("--promote", type=Path, help=argparse.SUPPRESS)  # the child of _promote_major
+    p.add_argument("--no-prerank", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.promote is not None:
+        return _promote_here(args.promote, not args.no_prerank)
     state = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     kafka, rds = local.start_kafka(state), local.start_redis(state)
     server: subprocess.Popen | None = None
@@ -175,42 +241,32 @@ def main(argv: list[str] | None = None) -> int:
                                   stdout=open(state / "serving.log", "wb"), stderr=subprocess.STDOUT,
                                   start_new_session=True)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise RuntimeError(f"serving did not become ready; see {state / 'serving.log'}")
+        _wait_ready(base, state)
         for s in sessions[:200]:  # warm up
             httpx.get(f"{base}/recommendations/{s}")
-
-        second = GRU4Rec.load(io.BytesIO(registry.gru_blob(first)), device="cpu")
-        with torch.no_grad():  # a different model of the same shape: the promotion loads and indexes it anew
-            second.model.Wy.weight.mul_(1.01)
+        second, third = (_perturbed(registry, first, f, state / f"gru-{n}.pt") for n, f in ((2, 1.01), (3, 1.02)))
+        promoted: dict = {}
 
         def promote() -> None:
-            version = publish_first_version(registry, second, promote=False)
-            registry.promote(version, based_on=registry.current_version())
+            promoted.update(_promote_major(env, second, prerank=True), at=time.monotonic())
 
         # while the sessions' stored rankings are from the current version: one Redis read per request
         highest_stored = _wrk(base, sessions, args.connections, args.seconds, state)
         fixed = asyncio.run(_fixed_rate(port, sessions, args.rate, args.seconds, promote))
-        switch_deadline = time.monotonic() + 120  # loading and indexing 43k items takes a few seconds
-        while httpx.get(f"{base}/readyz").json()["model_version"] == first and time.monotonic() < switch_deadline:
-            time.sleep(0.5)
-        served_version = httpx.get(f"{base}/readyz").json()["model_version"]
-        # after the promotion every stored ranking is from the old version: serving ranks each request itself
-        highest = _wrk(base, sessions, args.connections, args.seconds, state)
-        ranked_by = {m.group(1): float(m.group(2)) for m in re.finditer(
-            r'streamrec_serving_ranked_by_total\{by="(\w+)"\} ([\d.e+]+)', httpx.get(f"{base}/metrics").text)}
+        served_version = _wait_switch(base, promoted["version"])
+        time.sleep(max(promoted["at"] + args.after_s - time.monotonic(), 0))
+        highest_after = _wrk(base, sessions, args.connections, args.seconds, state)
+        ranked_by_after = _ranked_by(base)
+        unranked = _promote_major(env, third, prerank=False)  # every request now ranked by serving itself
+        _wait_switch(base, unranked["version"])
+        highest_serving = _wrk(base, sessions, args.connections, args.seconds, state)
         result = {"benchmark": "serving_latency", "catalog_items": gru.n_items, "hidden": args.hidden,
                   "sessions": len(sessions), "first_version": first, "version_after_promotion": served_version,
-                  "fixed_rate": fixed, "highest_rate_stored_rankings": highest_stored,
-                  "highest_rate_ranked_by_serving": highest, "ranked_by": ranked_by,
+                  "prerank": promoted["prerank"], "fixed_rate": fixed, "highest_rate_stored_rankings": highest_stored,
+                  "highest_rate_after_promotion": {**highest_after, "starts_s_after_promotion": args.after_s},
+                  "ranked_by_after_promotion": ranked_by_after,
+                  "highest_rate_ranked_by_serving": highest_serving, "ranked_by": _ranked_by(base),
+                  "aims": _aims(highest_stored, fixed, highest_after),
                   "command": f"python -m bench.serving_latency --rate {args.rate:g} --seconds {args.seconds:g} "
                              f"--connections {args.connections} --clicks {args.clicks} --workers {args.workers}"}
         print(json.dumps(result, indent=2))
@@ -220,6 +276,32 @@ def main(argv: list[str] | None = None) -> int:
             local.stop_pid(server.pid)
         local.stop_pid(rds.pid)
         local.stop_pid(kafka.pid)
+
+
+def _wait_ready(base: str, state: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"serving did not become ready; see {state / 'serving.log'}")
+
+
+def _wait_switch(base: str, version: str) -> str:
+    """Wait until serving uses ``version`` (loading and indexing 43k items takes a few seconds)."""
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{base}/readyz").json()["model_version"] != version and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return httpx.get(f"{base}/readyz").json()["model_version"]
+
+
+def _ranked_by(base: str) -> dict[str, float]:
+    """Serving's counters of who ranked the slates so far."""
+    return {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'streamrec_serving_ranked_by_total\{by="(\w+)"\} ([\d.e+]+)', httpx.get(f"{base}/metrics").text)}
 
 
 if __name__ == "__main__":

@@ -128,18 +128,17 @@ class LoadedModel:
         gru = self.version.gru
         layers, size = len(gru.model.layers), gru.model.layers[-1]
         hidden = gru.init_hidden(len(states))
-        kept, rows = [], []  # states of this GRU version: copied in one go
+        kept, rows, stale = [], [], []  # states of this GRU version: copied in one go
         for b, st in enumerate(states):
             if st is None or not st.items:
                 continue
             if st.version == self.gru_version and st.hidden is not None and st.hidden.size == layers * size:
                 kept.append(b)
                 rows.append(st.hidden)
-            else:  # new GRU weights: re-encode the session's recent items, never mix versions
-                h = gru.init_hidden(1)
-                for item in st.items:
-                    h, _ = gru.step(h, self.indices([item]), score=False)
-                hidden[:, b] = h[:, 0]
+            else:
+                stale.append(b)
+        if stale:  # new GRU weights: re-encode the sessions' recent items (batched), never mix versions
+            hidden[:, stale] = gru.encode([self.indices(states[b].items) for b in stale])
         if kept:
             stacked = torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))  # (n, layers * size)
             hidden[:, kept] = stacked.reshape(len(kept), layers, size).transpose(0, 1)
@@ -301,6 +300,19 @@ def rank(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], se
          depth: int | None = None) -> list[Ranked]:
     """Rank candidates for a batch of sessions: :func:`rank_batch`, one :class:`Ranked` per session."""
     return rank_batch(model, last, contexts, seen_items, stats, t, params, explore, depth).rows()
+
+
+def rank_states(model: LoadedModel, states: list[SessionState], stats: ItemStats, t: float,
+                params: CandidateParams, depth: int | None = None) -> list[Ranked]:
+    """W's ranking (no exploration) of stored sessions as they stand after their last click.
+
+    What the serving endpoint answers when it ranks a session itself, and what a new version pre-ranks
+    before its promotion (:mod:`models.prerank`): one function, so the two cannot drift apart.  ``t`` is
+    the time of the item statistics (0: none yet, then the newest click among ``states``).
+    """
+    hidden = model.hidden(states)[-1]
+    return rank(model, hidden, [state_context(st) for st in states], [st.items for st in states], stats,
+                t or max(st.last_ts for st in states), params, explore=False, depth=depth)
 
 
 def rank_batch(model: LoadedModel, last: torch.Tensor, contexts: list[list[float]], seen_items: list[list[str]],

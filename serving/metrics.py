@@ -30,7 +30,8 @@ class ServingMetrics:
         self.slates = Counter("streamrec_serving_slates", "slates served, by model version", ["model_version"],
                               registry=r)
         self.ranked_by = Counter("streamrec_serving_ranked_by", "model slates by who ranked them: the stream "
-                                 "(stored with the session) or the serving endpoint itself", ["by"], registry=r)
+                                 "(stored with the session), the version before its promotion (prerank) or the "
+                                 "serving endpoint itself", ["by"], registry=r)
         self.model = Gauge("streamrec_serving_model", "1 for the model version in use (by any worker process)",
                            ["version"], registry=r, multiprocess_mode="livemax")
         self.model_age = Gauge("streamrec_serving_model_age_seconds", "seconds since the model in use was created "

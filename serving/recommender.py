@@ -3,10 +3,13 @@
 A session gets what the stream's current weights W ranked for it after its last click (without the
 explorer's interleaving: serving exploits, the stream explores).  The stream keeps the top of that
 ranking with the session's state (``STREAMREC_SESSION_RANKING_ITEMS``), so while the version that
-made it is still current the answer is one Redis read, no model work.  Otherwise (another version
-promoted since, a larger ``k``, or the stored ranking turned off) it ranks itself with
-:func:`models.recommend.rank` on the session's stored GRU state, the item statistics the workers
-snapshot to Redis, and the registry's current model: the same code the stream runs.
+made it is still current the answer is one Redis read, no model work.  A promotion makes every stored
+ranking stale at once, so before it is promoted a major version pre-ranks the recently active sessions
+(:mod:`models.prerank`); serving answers from that while the session has not clicked since (a second
+read).  Otherwise (no valid ranking of the current version, a larger ``k``, or stored rankings turned
+off) it ranks itself with :func:`models.recommend.rank_states` on the session's stored GRU state, the
+item statistics the workers snapshot to Redis, and the registry's current model: the same code the
+stream and the pre-ranking run.
 
 Degradation (the design notes' service degradation), each one flagged with a ``reason``:
 
@@ -37,8 +40,8 @@ import redis
 import torch
 
 from models.itemstats import ItemStats, read_snapshot
-from models.recommend import POPULAR_VERSION, CandidateParams, LoadedModel, ModelCache, popular_items, rank, \
-    state_context
+from models.prerank import PreRankings
+from models.recommend import POPULAR_VERSION, LoadedModel, ModelCache, popular_items, rank_states
 from models.registry import ModelRegistry
 from models.sessions import SessionStore
 from stream.settings import Settings
@@ -52,7 +55,8 @@ class Served:
     model_version: str
     fallback: bool
     reason: str | None = None
-    ranked_by: str = "serving"  # "stream": the stored ranking, "serving": ranked for this request, or the fallback
+    ranked_by: str = "serving"  # "stream": the stored ranking, "prerank": ranked before the version's promotion
+    #                             (models/prerank.py), "serving": ranked for this request, or the fallback
 
 
 class ServingRecommender:
@@ -64,10 +68,10 @@ class ServingRecommender:
         self.sessions = SessionStore(self.fast, settings.topic_prefix, settings.session_ttl_s,
                                      settings.session_max_items)
         self.registry = ModelRegistry(self.slow, namespace=settings.topic_prefix)
+        self.preranked = PreRankings(self.fast, settings.topic_prefix, settings.session_ttl_s)
         self.models = ModelCache(self.registry, settings.seed, refresh_s=0.0, ann_min_items=settings.ann_min_items,
                                  freeze_gc=freeze_gc, ann_probe=settings.ann_probe)
-        self.params = CandidateParams(settings.candidates_gru, settings.candidates_popular,
-                                      settings.candidates_fresh, settings.exclude_seen)
+        self.params = settings.candidate_params()
         self.stats = ItemStats(settings.popular_half_life_s, settings.fresh_window_s)
         self.stats_t = 0.0
         self.redis_ok = True
@@ -152,13 +156,12 @@ class ServingRecommender:
                 out[n] = Served(st.ranking[:k], model.name, False, ranked_by="stream")
             else:
                 known.append(n)
+        if known and self.s.prerank_window_s > 0:
+            known = self._preranked(model.name, requests, states, known, out)
         if known:
             batch = [states[requests[n][0]] for n in known]
             try:
-                hidden = model.hidden(batch)[-1]
-                ranked = rank(model, hidden, [state_context(st) for st in batch], [st.items for st in batch], stats,
-                              t or max(st.last_ts for st in batch), self.params, explore=False,
-                              depth=max(requests[n][1] for n in known))
+                ranked = rank_states(model, batch, stats, t, self.params, depth=max(requests[n][1] for n in known))
             except Exception:  # noqa: BLE001 - degrade, do not fail the requests
                 log.exception("ranking %d sessions failed; serving popular items", len(batch))
                 ranked = None
@@ -167,6 +170,25 @@ class ServingRecommender:
                 out[n] = (Served(ranked[j].current[:k], model.name, False) if ranked is not None
                           else self._fallback(k, "ranking-failed"))
         return out
+
+
+    def _preranked(self, version: str, requests: list[tuple[str, int]], states: dict, waiting: list[int],
+                   out: list[Served | None]) -> list[int]:
+        """Answer the requests a pre-ranking of ``version`` still covers (:mod:`models.prerank`); return the rest."""
+        try:
+            found = self.preranked.get_many(version, {requests[n][0]: states[requests[n][0]] for n in waiting})
+        except (redis.RedisError, OSError) as err:
+            log.warning("could not read pre-rankings (%s); ranking %d sessions here", err, len(waiting))
+            return waiting
+        left = []
+        for n in waiting:
+            sid, k = requests[n]
+            ranking = found.get(sid)
+            if ranking is not None and k <= len(ranking):
+                out[n] = Served(ranking[:k], version, False, ranked_by="prerank")
+            else:
+                left.append(n)
+        return left
 
 
 class RequestBatcher:

@@ -32,7 +32,7 @@ import torch
 from models.interleave import CURRENT, EXPLORER, probabilistic, team_draft, team_draft_batch, team_name
 from models.itemstats import ItemStats, Snapshot, write_snapshot
 from models.newitems import NewItemGate
-from models.recommend import POPULAR_VERSION, CandidateParams, LoadedModel, ModelCache, RankedBatch, popular_items, \
+from models.recommend import POPULAR_VERSION, LoadedModel, ModelCache, RankedBatch, popular_items, \
     rank_batch, session_context
 from models.registry import ModelRegistry
 from models.sessions import SessionState, SessionStore
@@ -70,8 +70,7 @@ class OnlineRecommender:
         self.stats = ItemStats(settings.popular_half_life_s, settings.fresh_window_s)
         self.new_items = NewItemGate(settings.new_item_min_sessions, settings.new_items_pending_max,
                                      settings.new_items_max)
-        self.params = CandidateParams(settings.candidates_gru, settings.candidates_popular,
-                                      settings.candidates_fresh, settings.exclude_seen)
+        self.params = settings.candidate_params()
         self.rng = random.Random(settings.seed)
         self.np_rng = np.random.default_rng(settings.seed)  # team_draft_batch's coins
         self.pending: OrderedDict[str, tuple[str, list[str], list[str]]] = OrderedDict()  # impression -> (v, items, teams)

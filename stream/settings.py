@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from models.recommend import CandidateParams
 
 
 class Settings(BaseSettings):
@@ -162,6 +165,10 @@ class Settings(BaseSettings):
     retrain_sched_idle: bool = Field(True, description="run the retrain process under Linux's SCHED_IDLE policy: "
                                      "it gets a core only when the click path does not want it")
     retrain_torch_threads: int = Field(1, ge=1, description="torch threads of the retrain process")
+    prerank_window_s: float = Field(600.0, ge=0, description="before its promotion a retrained version ranks the "
+                                    "sessions active this recently, and serving answers them from that until they "
+                                    "click again (models/prerank.py; 0: off, serving ranks them itself)")
+    prerank_max_sessions: int = Field(50_000, ge=0, description="the most recently active sessions pre-ranked at most")
     drift_retrain: bool = Field(True, description="a CTR drop found by ADWIN requests a retrain")
     drift_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN's confidence parameter")
     drift_min_impressions: int = Field(1000, ge=0, description="no drift is declared before this many impressions")
@@ -202,6 +209,12 @@ class Settings(BaseSettings):
     serving_publish_timeout_s: float = Field(600.0, gt=0, description="how long a slate may wait for Kafka")
     dashboard_history_s: float = Field(900.0, ge=0, description="how much past the dashboard shows when opened")
     admin_token: SecretStr | None = Field(None, description="bearer token of the admin routes; unset disables them")
+
+    def candidate_params(self) -> CandidateParams:
+        """The recall settings as the ranking code takes them (the stream, serving and pre-ranking share them)."""
+        from models.recommend import CandidateParams  # here: importing the settings must not import torch
+
+        return CandidateParams(self.candidates_gru, self.candidates_popular, self.candidates_fresh, self.exclude_seen)
 
     def topic(self, name: str) -> str:
         """The full topic name for one of the wire contracts (``clicks``, ``recommendations``, ...)."""

@@ -15,12 +15,15 @@ import torch
 
 from models.__main__ import publish_first_version
 from models.data import load_dataset
+from models.prerank import PreRankings
 from models.recommend import ModelCache
 from models.registry import ModelRegistry
+from models.sessions import SessionStore
 from stream.control.controller import Controller
 from stream.control.store import RedisControlStore
 from stream.keys import control_state
-from stream.records import ModelUpdate
+from stream.online import OnlineRecommender
+from stream.records import Click, ModelUpdate
 from stream.settings import Settings
 from stream.trainer import ProcessTrainer
 from tests.kafka_helpers import ServiceProcess, consume, produce
@@ -74,6 +77,10 @@ def test_retrain_gives_new_items_embeddings_and_makes_them_recommendable(service
     newest = _real_sessions(shared_data, 400, 50_000.0)  # held out by the retrain: the newest sessions
     rows = older + launched + newest
     produce(services.kafka, f"{topics}clicks", _clicks(rows))
+    worker = OnlineRecommender(Settings(redis=services.redis, topic_prefix=topics), registry,
+                               SessionStore(client, topics))  # sessions the stream answered lately
+    recent = [Click(session_id=str(s), item_id=str(i), ts=float(t)) for s, i, t in newest[:50]]
+    worker.process(recent, [0.0] * len(recent))
 
     _, outcome = _retrain_now(services, topics, tmp_path, retrain_epochs=2, retrain_learning_rate=0.02,
                               retrain_holdout=400 / 3600, retrain_margin=0.01, retrain_window_s=1e10)
@@ -83,6 +90,10 @@ def test_retrain_gives_new_items_embeddings_and_makes_them_recommendable(service
     summary = outcome.summary
     assert summary["new_items"] == 2 and summary["parent"] == v1 and summary["clicks"] == len(rows)
     assert set(summary["offline"]["new"]) >= {"recall@20", "mrr@20"}
+    active = {c.session_id for c in recent}  # the job pre-ranked them with the candidate before reporting it
+    assert summary["prerank"]["sessions"] == len(active), summary["prerank"]
+    assert set(PreRankings(client, topics).get_many(outcome.version, SessionStore(client, topics).get_many(
+        sorted(active)))) == active
     loaded = ModelCache(registry).refresh(force=True)
     assert {"new-1", "new-2"} <= set(loaded.item_ids)
     emb = loaded.emb[loaded.index["new-1"]]

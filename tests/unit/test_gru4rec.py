@@ -75,6 +75,24 @@ def test_step_by_step_equals_full_sequence_and_an_independent_gru(layers, constr
         torch.testing.assert_close(scores.transpose(0, 1), ref_scores, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("layers, constrained, embedding", [([24], True, 0), ([24, 24], True, 0), ([24], False, 12),
+                                                           ([24], False, 0)])
+def test_batched_encode_equals_stepping_each_session_alone(layers, constrained, embedding):
+    """What a promotion's rebuild of stored sessions computes: sessions of different lengths, unknown items
+    (-1) and an empty session, encoded together, give each session's own step-by-step state."""
+    gru = GRU4Rec(small(layers=layers, embedding=embedding, constrained_embedding=constrained, n_epochs=1),
+                  device="cpu").fit(cyclic_sessions())
+    sessions = [[0, 1, 2, 3, 4], [7], [], [5, -1, 9], [-1], [3, 3, 3, 3, 3, 3, 3, 1]]
+    batched = gru.encode([torch.tensor(s, dtype=torch.long) for s in sessions])
+    assert batched.shape == (len(layers), len(sessions), layers[-1])
+    for b, items in enumerate(sessions):
+        h = gru.init_hidden(1)
+        for item in items:
+            h, _ = gru.step(h, torch.tensor([item]), score=False)
+        torch.testing.assert_close(batched[:, b], h[:, 0], atol=1e-5, rtol=1e-5)
+    assert not batched[:, 2].any()  # an empty session stays at the zero state
+
+
 def test_training_forward_in_eval_mode_is_the_step_computation():
     gru = GRU4Rec(small(n_epochs=1, dropout_p_hidden=0.5, dropout_p_embed=0.3), device="cpu").fit(cyclic_sessions())
     hidden = gru.init_hidden(3)
