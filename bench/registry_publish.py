@@ -1,6 +1,6 @@
 """Do session reads stall while a large model is published?  Chunked blobs against one value per blob.
 
-    python -m bench.registry_publish [--items 200000] [--hidden 512] [--chunk-mb 16]
+    python -m bench.registry_publish [--items 200000] [--hidden 512] [--chunk-mb 1]
 
 A synthetic GRU4Rec (random weights) of ``--items`` x ``--hidden`` is published to a real Redis (AOF on, as
 the project runs it) by :meth:`models.registry.ModelRegistry.publish_major`, once with blobs in chunks of
@@ -27,7 +27,7 @@ import redis
 from infra import local
 from models.__main__ import publish_first_version
 from models.gru4rec import GRU4Rec, GRU4RecModel, GRU4RecParams
-from models.registry import ModelRegistry
+from models.registry import CHUNK_BYTES, ModelRegistry
 
 log = logging.getLogger("registry_publish")
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=200_000, help="(one value per blob must stay under Redis' 512 MB)")
     p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--chunk-mb", type=float, default=16.0)
+    p.add_argument("--chunk-mb", type=float, default=CHUNK_BYTES / 2**20, help="(default: the registry's)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     command = " ".join(["python -m bench.registry_publish", *(argv if argv is not None else sys.argv[1:])])

@@ -17,7 +17,8 @@ the job's own function) and is then promoted; serving answers from the pre-ranki
 1. **fixed rate**: an asyncio client (plain HTTP/1.1 on asyncio streams) sends ``--rate`` requests/s on a fixed schedule (open
    loop: latency counts from the scheduled send time, so a stall is not hidden); half way through a
    new major version is published, pre-ranks, and is promoted; the latency around the switch is reported;
-2. **highest rate after the promotion**: wrk again, ``--after-s`` seconds after the promotion;
+2. **highest rate after the promotion**: wrk again, ``--after-s`` seconds after the promotion; then a DBGD step
+   (a minor version: W moves) is promoted and wrk runs again;
 3. **highest rate, ranked by serving**: a third major version promoted without pre-ranking, so that serving
    ranks (and re-encodes) every request itself: the path a session takes that the pre-ranking missed.
 
@@ -53,7 +54,8 @@ from stream.online import OnlineRecommender
 from stream.records import Click
 from stream.settings import Settings
 from stream.topics import ensure_topics
-from stream.trainer import lower_priority, prerank_candidate
+from stream.priority import lower_process_priority
+from stream.trainer import prerank_candidate
 
 
 def _fill(settings: Settings, client: redis.Redis, events) -> list[str]:
@@ -87,6 +89,7 @@ async def _fixed_rate(port: int, sessions: list[str], rate: float, seconds: floa
     errors: dict[str, int] = {}
     fallbacks = 0
     start = time.perf_counter() + 0.5
+    wall0 = time.time() + 0.5  # start, as a wall-clock time (to line events of other processes up with it)
 
     async def connection(c: int) -> None:
         nonlocal fallbacks
@@ -136,6 +139,7 @@ async def _fixed_rate(port: int, sessions: list[str], rate: float, seconds: floa
             "publish_and_prerank_from_s": round(began, 2), "promotion_at_s": round(promoted_at, 2),
             "after_promotion_5s_p99_ms": float(np.percentile(around, 99)),
             "after_promotion_5s_max_ms": float(around.max()),
+            "slowest_request_due_unix": round(wall0 + float(sent_at[np.nanargmax(lat)]), 3),
             "p99_ms_by_second": [round(float(np.percentile(w, 99)), 1) if (w := lat[(sent_at >= t) & (sent_at < t + 1)
                                                                                    & ~np.isnan(lat)]).size else None
                                  for t in range(int(until[0]) + 1)]}
@@ -163,12 +167,12 @@ def _wrk(base: str, sessions: list[str], connections: int, seconds: float, state
 
 def _promote_major(env: dict, gru_path: Path, prerank: bool) -> dict:
     """Publish the GRU at ``gru_path`` as a major version, pre-rank unless told not to, promote it: in a process of
-    its own, at the retrain job's priority (``stream.trainer.lower_priority``), as the job runs."""
+    its own, at the retrain job's priority (``stream.priority.lower_process_priority``), as the job runs."""
     settings = Settings()
     out = subprocess.run([sys.executable, "-m", "bench.serving_latency", "--promote", str(gru_path)]
                          + ([] if prerank else ["--no-prerank"]), env=env, cwd=ROOT, check=True, capture_output=True,
                          text=True, start_new_session=True,
-                         preexec_fn=lambda: lower_priority(settings.retrain_nice, settings.retrain_sched_idle))
+                         preexec_fn=lambda: lower_process_priority(settings.retrain_nice, settings.retrain_sched_idle))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -181,7 +185,8 @@ def _promote_here(gru_path: Path, prerank: bool) -> int:
     started = time.perf_counter()
     pre = prerank_candidate(settings, client, registry, version) if prerank else {"sessions": 0, "skipped": "off"}
     registry.promote(version, based_on=registry.current_version())
-    print(json.dumps({"version": version, "prerank": pre, "publish_to_promote_s": time.perf_counter() - started}))
+    print(json.dumps({"version": version, "prerank": pre, "prerank_to_promote_s": time.perf_counter() - started,
+                      "promoted_at_unix": time.time()}))
     return 0
 
 
@@ -237,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         env.update(STREAMREC_KAFKA=kafka.address, STREAMREC_REDIS=rds.address, STREAMREC_TOPIC_PREFIX="bench-",
                    STREAMREC_SERVING_PORT=str(port), PYTHONPATH=str(ROOT),
                    STREAMREC_SERVING_WORKERS=str(args.workers))
-        server = subprocess.Popen([sys.executable, "-m", "serving", "--log-level", "warning"], env=env, cwd=ROOT,
+        server = subprocess.Popen([sys.executable, "-m", "serving", "--log-level", "info"], env=env, cwd=ROOT,
                                   stdout=open(state / "serving.log", "wb"), stderr=subprocess.STDOUT,
                                   start_new_session=True)
         base = f"http://127.0.0.1:{port}"
@@ -257,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(max(promoted["at"] + args.after_s - time.monotonic(), 0))
         highest_after = _wrk(base, sessions, args.connections, args.seconds, state)
         ranked_by_after = _ranked_by(base)
+        w, explorers = registry.ranker_weights(promoted["version"])  # a DBGD step: W moves, the GRU stays
+        step = registry.publish_minor(promoted["version"], w + 0.1 * (np.atleast_2d(explorers)[0] - w), explorers)
+        registry.promote(step, based_on=promoted["version"])
+        _wait_switch(base, step)
+        highest_minor = _wrk(base, sessions, args.connections, args.seconds, state)
         unranked = _promote_major(env, third, prerank=False)  # every request now ranked by serving itself
         _wait_switch(base, unranked["version"])
         highest_serving = _wrk(base, sessions, args.connections, args.seconds, state)
@@ -264,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                   "sessions": len(sessions), "first_version": first, "version_after_promotion": served_version,
                   "prerank": promoted["prerank"], "fixed_rate": fixed, "highest_rate_stored_rankings": highest_stored,
                   "highest_rate_after_promotion": {**highest_after, "starts_s_after_promotion": args.after_s},
-                  "ranked_by_after_promotion": ranked_by_after,
+                  "ranked_by_after_promotion": ranked_by_after, "highest_rate_after_a_dbgd_step": highest_minor,
                   "highest_rate_ranked_by_serving": highest_serving, "ranked_by": _ranked_by(base),
                   "aims": _aims(highest_stored, fixed, highest_after),
                   "command": f"python -m bench.serving_latency --rate {args.rate:g} --seconds {args.seconds:g} "

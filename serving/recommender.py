@@ -3,7 +3,9 @@
 A session gets what the stream's current weights W ranked for it after its last click (without the
 explorer's interleaving: serving exploits, the stream explores).  The stream keeps the top of that
 ranking with the session's state (``STREAMREC_SESSION_RANKING_ITEMS``), so while the version that
-made it is still current the answer is one Redis read, no model work.  A promotion makes every stored
+made it is still current the answer is one Redis read, no model work.  A DBGD step (a minor version: the
+same GRU4Rec, W moved) does not make it stale (``STREAMREC_SERVING_STORED_MINOR_LAG``): the answer is then
+W's ranking from a few steps back, and names the version that made it.  A major promotion makes every stored
 ranking stale at once, so before it is promoted a major version pre-ranks the recently active sessions
 (:mod:`models.prerank`); serving answers from that while the session has not clicked since (a second
 read).  Otherwise (no valid ranking of the current version, a larger ``k``, or stored rankings turned
@@ -43,7 +45,7 @@ from models.itemstats import ItemStats, read_snapshot
 from models.prerank import PreRankings
 from models.recommend import POPULAR_VERSION, LoadedModel, ModelCache, popular_items, rank_states
 from models.registry import ModelRegistry
-from models.sessions import SessionStore
+from models.sessions import SessionState, SessionStore
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -152,12 +154,13 @@ class ServingRecommender:
             st = states.get(sid)
             if st is None or not st.items:
                 out[n] = self._fallback(k, "unknown-session")
-            elif st.ranking is not None and st.ranking_version == model.name and k <= len(st.ranking):
-                out[n] = Served(st.ranking[:k], model.name, False, ranked_by="stream")
+            elif st.ranking is not None and k <= len(st.ranking) and self._stored_applies(st, model):
+                out[n] = Served(st.ranking[:k], st.ranking_version, False, ranked_by="stream")
             else:
                 known.append(n)
-        if known and self.s.prerank_window_s > 0:
-            known = self._preranked(model.name, requests, states, known, out)
+        if known and self.s.prerank_window_s > 0:  # pre-rankings are made by major versions (see _stored_applies)
+            lagged = self.s.serving_stored_minor_lag and model.gru_version != model.name
+            known = self._preranked(model.gru_version if lagged else model.name, requests, states, known, out)
         if known:
             batch = [states[requests[n][0]] for n in known]
             try:
@@ -171,6 +174,13 @@ class ServingRecommender:
                           else self._fallback(k, "ranking-failed"))
         return out
 
+    def _stored_applies(self, st: SessionState, model: LoadedModel) -> bool:
+        """Whether the stream's stored ranking answers: made by the current version, or (``serving_stored_minor_lag``)
+        by an earlier minor version of the same GRU4Rec, i.e. W some DBGD steps behind.  A DBGD step is promoted
+        every few hundred impressions; treating it as stale would leave serving ranking nearly every request itself."""
+        if st.ranking_version == model.name:
+            return True
+        return self.s.serving_stored_minor_lag and st.ranking_version is not None and st.version == model.gru_version
 
     def _preranked(self, version: str, requests: list[tuple[str, int]], states: dict, waiting: list[int],
                    out: list[Served | None]) -> list[int]:

@@ -203,6 +203,9 @@ class Settings(BaseSettings):
     serving_max_k: int = Field(100, ge=1, description="largest k a client may ask for")
     serving_max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
     serving_max_events: int = Field(1000, ge=1, description="clicks per POST /events")
+    serving_stored_minor_lag: bool = Field(True, description="answer from a session's stored ranking made by an "
+                                           "earlier minor version of the current GRU4Rec (W some DBGD steps behind; "
+                                           "the answer names that version) instead of ranking the request again")
     serving_torch_threads: int = Field(1, ge=1, description="torch threads per serving process")
     serving_redis_timeout_s: float = Field(0.25, gt=0, description="Redis socket timeout for a request")
     serving_redis_retry_s: float = Field(1.0, ge=0, description="after a Redis failure, serve fallbacks this long")

@@ -29,6 +29,7 @@ from models.retrain import RetrainConfig, train_candidate
 from models.sessions import SessionStore
 from stream.clicklog import read_window
 from stream.control.store import RedisControlStore
+from stream.priority import lower_process_priority
 from stream.settings import Settings
 from stream.topics import CLICKS, RECOMMENDATIONS
 
@@ -61,7 +62,7 @@ class ProcessTrainer:
         log.info("retrain job %s started as process %d", job["id"], self.procs[job["id"]].pid)
 
     def _lower_priority(self) -> None:
-        lower_priority(self.s.retrain_nice, self.s.retrain_sched_idle)
+        lower_process_priority(self.s.retrain_nice, self.s.retrain_sched_idle)
 
     def alive(self, job_id: str) -> bool | None:
         proc = self.procs.get(job_id)
@@ -71,28 +72,6 @@ class ProcessTrainer:
             return True
         self.procs.pop(job_id, None)
         return False
-
-
-def lower_priority(nice: int, sched_idle: bool) -> None:
-    """In a child process before it runs: nice it, and on Linux make it SCHED_IDLE (it gets a core only when nothing
-    else wants one), so the click path on the same cores comes first.
-
-    The job runs in a session of its own, and where the kernel groups sessions for scheduling (autogroup,
-    ``/proc/sys/kernel/sched_autogroup_enabled``) a process's niceness and policy count only against its own
-    group, which competes with the worker's group as an equal: the group itself gets the niceness too.  Without
-    that, a pre-ranking job at niceness 10 took p99 at 500 requests/s from 15-28 ms to 40-311 ms
-    (``bench.serving_latency``)."""
-    if nice:
-        os.nice(nice)
-        try:
-            Path("/proc/self/autogroup").write_text(str(nice))
-        except OSError:  # no autogroup here (or not Linux): the niceness applies on its own
-            pass
-    if sched_idle and hasattr(os, "SCHED_IDLE"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except OSError:  # not permitted here: the niceness still applies
-            pass
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
