@@ -2,6 +2,12 @@
 
     python -m bench.gru4rec_quality --config yoochoose-xe        # ~1.5 min on 2 cores
     python -m bench.gru4rec_quality --config diginetica-bprmax  # the long one
+    python -m bench.gru4rec_quality --config yoochoose-xe-reference-params --seeds 3 --reference PATH
+
+With ``--seeds N`` it trains N models (seeds ``--seed`` ...) and, given a checkout of the reference
+GRU4Rec (``--reference``, run unchanged by ``bench.gru4rec_reference``), N reference models on the same
+files with the same parameters, ``--jobs`` at a time, and prints mean ± sd per metric and whether the
+project's mean is at least the reference's mean - 1 sd (the quality-parity check).
 
 Prints one JSON object: Recall@20, MRR@20, Recall@10, MRR@10 (conservative ties), seconds per
 epoch, training events/s, peak RSS, and the command and parameters used.
@@ -16,13 +22,15 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import asdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from models.data import load_dataset
 from models.evaluate import evaluate
+from bench.gru4rec_reference import run_reference
 from models.gru4rec import GRU4Rec, GRU4RecParams
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -45,10 +53,13 @@ CONFIGS: dict[str, tuple[str, GRU4RecParams]] = {
 }
 
 
-def run(config: str, epochs: int | None = None, device: str = "cpu") -> dict:
+def run(config: str, epochs: int | None = None, device: str = "cpu", seed: int | None = None,
+        threads: int | None = None) -> dict:
     dataset, params = CONFIGS[config]
-    if epochs is not None:
-        params.n_epochs = epochs
+    params = replace(params, **({"n_epochs": epochs} if epochs is not None else {}),
+                     **({"seed": seed} if seed is not None else {}))
+    if threads is not None:
+        torch.set_num_threads(threads)
     if not DATA.is_dir():
         raise SystemExit(f"real data folder {DATA} is missing (it sits beside the project as ../shared/data)")
     train, test = load_dataset(dataset, DATA)
@@ -79,13 +90,83 @@ def run(config: str, epochs: int | None = None, device: str = "cpu") -> dict:
     }
 
 
+METRICS = ("recall@20", "mrr@20", "recall@10", "mrr@10")
+
+
+def _reference_run(checkout: str, config: str, device: str, threads: int, epochs: int | None, python: str) -> dict:
+    torch.set_num_threads(threads)
+    dataset, params = CONFIGS[config]
+    params = replace(params, n_epochs=epochs) if epochs is not None else params
+    train, test = load_dataset(dataset, DATA)
+    return run_reference(Path(checkout), train, test, params, device, python, threads)
+
+
+def _spread(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return mean, sd
+
+
+def seeds_table(config: str, seeds: int, first_seed: int, reference: str | None, jobs: int, device: str,
+                epochs: int | None = None, reference_python: str = sys.executable) -> dict:
+    """N project runs (and N reference runs), ``jobs`` processes at a time; mean ± sd per metric."""
+    threads = max(1, (torch.get_num_threads() or 1) // jobs)
+    with ProcessPoolExecutor(jobs) as pool:
+        mine = [pool.submit(run, config, epochs, device, first_seed + n, threads) for n in range(seeds)]
+        theirs = [pool.submit(_reference_run, reference, config, device, threads, epochs, reference_python)
+                  for _ in range(seeds)] \
+            if reference else []
+        for n, f in enumerate(mine + theirs, 1):
+            f.result()
+            print(f"  {n}/{len(mine) + len(theirs)} runs done", file=sys.stderr, flush=True)
+        project, ref = [f.result() for f in mine], [f.result() for f in theirs]
+    table = {}
+    for m in METRICS:
+        p_mean, p_sd = _spread([r[m] for r in project])
+        row = {"project": [round(r[m], 6) for r in project], "project_mean": p_mean, "project_sd": p_sd}
+        if ref:
+            r_mean, r_sd = _spread([r[m] for r in ref])
+            row.update(reference=[round(r[m], 6) for r in ref], reference_mean=r_mean, reference_sd=r_sd,
+                       aim="project mean >= reference mean - 1 sd", met=p_mean >= r_mean - r_sd)
+        table[m] = row
+    epoch_s = {"project": [round(r["seconds_per_epoch_mean"], 1) for r in project],
+               "reference": [round(r.get("seconds_per_epoch_mean", float("nan")), 1) for r in ref]}
+    return {"benchmark": "gru4rec_quality_seeds", "config": config, "dataset": CONFIGS[config][0], "seeds": seeds,
+            "first_seed": first_seed, "parallel_jobs": jobs, "torch_threads_per_job": threads,
+            "metrics": table, "seconds_per_epoch": epoch_s, "params": asdict(CONFIGS[config][1]),
+            "aims": {m: {"met": row.get("met")} for m, row in table.items()},
+            "command": f"python -m bench.gru4rec_quality --config {config} --seeds {seeds} --seed {first_seed} "
+                       f"--jobs {jobs}" + (f" --epochs {epochs}" if epochs else "")
+                       + (" --reference PATH" if reference else "")}
+
+
+def _print_table(result: dict) -> None:
+    print(f"{'metric':<10} {'project mean ± sd':>22} {'reference mean ± sd':>22}  met", file=sys.stderr)
+    for m, row in result["metrics"].items():
+        ref = (f"{row['reference_mean']:.4f} ± {row['reference_sd']:.4f}" if "reference_mean" in row else "-")
+        print(f"{m:<10} {row['project_mean']:>13.4f} ± {row['project_sd']:.4f} {ref:>22}  {row.get('met', '-')}",
+              file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default="yoochoose-xe")
     parser.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seeds", type=int, default=0, help="N seeded runs and a mean ± sd table (0: one run)")
+    parser.add_argument("--seed", type=int, default=0, help="the first seed of --seeds")
+    parser.add_argument("--reference", help="a checkout of hidasib/GRU4Rec_PyTorch_Official to run beside (--seeds)")
+    parser.add_argument("--reference-python", default=sys.executable, help="the interpreter that runs the reference "
+                        "(it needs joblib besides torch, numpy and pandas)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time with --seeds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.seeds:
+        result = seeds_table(args.config, args.seeds, args.seed, args.reference, args.jobs, args.device, args.epochs,
+                             args.reference_python)
+        _print_table(result)
+        print(json.dumps(result, indent=2))
+        return 0
     print(json.dumps(run(args.config, args.epochs, args.device), indent=2))
     return 0
 
