@@ -73,13 +73,18 @@ class PreRankings:
         """The pre-rankings of ``version`` that are still valid for these sessions' current states."""
         if not states:
             return {}
+        return self.valid(version, dict(zip(states, self.r.hmget(self.key(version), list(states)))), states)
+
+    def valid(self, version: str, blobs: dict[str, bytes | None], states: dict[str, SessionState]) -> dict[str, Ranking]:
+        """Of stored pre-rankings (``blobs``, as HMGET returned them), those made from these sessions' states."""
         out = {}
-        for sid, blob in zip(states, self.r.hmget(self.key(version), list(states))):
-            if blob is None:
+        for sid, st in states.items():
+            blob = blobs.get(sid)
+            if blob is None or st is None:
                 continue
             try:
                 entry = orjson.loads(blob)
-                if self.matches(entry, states[sid]):
+                if self.matches(entry, st):
                     out[sid] = [(str(i), float(q)) for i, q in entry["r"]]
             except (ValueError, TypeError, KeyError) as err:
                 log.warning("a pre-ranking of %s does not decode (%s); ranking the session instead", version, err)

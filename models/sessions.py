@@ -82,7 +82,7 @@ class SessionStore:
         missing = [sid for sid in session_ids if sid not in blobs] if blobs else session_ids
         if missing:  # a key of another type reads as missing
             blobs.update(zip(missing, self.r.mget([self.key(sid) for sid in missing])))
-        return {sid: self._decode(blobs[sid]) for sid in session_ids}
+        return {sid: self.decode(blobs[sid]) for sid in session_ids}
 
     def get(self, session_id: str) -> SessionState | None:
         return self.get_many([session_id])[session_id]
@@ -127,7 +127,7 @@ class SessionStore:
         return meta + b"\0" + hidden
 
     @staticmethod
-    def _decode(blob: bytes | None) -> SessionState | None:
+    def decode(blob: bytes | None) -> SessionState | None:
         """The stored state, or None for a missing key or one that does not decode (written by something else, or
         damaged: that session starts again rather than failing the whole batch of other sessions with it)."""
         if not blob:
