@@ -15,11 +15,8 @@ of 283 ms (the seconds before the job: 7-66 ms on that machine).
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 
 def lower_process_priority(nice: int, sched_idle: bool) -> None:
@@ -39,5 +36,5 @@ def _sched_idle() -> None:
         return
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except OSError as err:  # not permitted here: it runs at normal priority
-        log.debug("SCHED_IDLE refused: %s", err)
+    except OSError:  # not permitted here: the niceness still applies (no logging: this runs between fork and exec)
+        pass
