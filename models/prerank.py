@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -102,11 +101,13 @@ def active_sessions(sessions: SessionStore, window_s: float, limit: int) -> list
     cut = sessions.ttl_s - window_s
     found: list[tuple[int, str]] = []
     prefix_len = len(sessions.key(""))
-    for chunk in _chunks(sessions.r.scan_iter(match=pattern, count=1000), 1000):
+    cursor = None
+    while cursor != 0:  # SCAN's own pages: one pipelined TTL per page
+        cursor, keys = sessions.r.scan(cursor or 0, match=pattern, count=1000)
         pipe = sessions.r.pipeline(transaction=False)
-        for key in chunk:
+        for key in keys:
             pipe.ttl(key)
-        for key, ttl in zip(chunk, pipe.execute()):
+        for key, ttl in zip(keys, pipe.execute()):
             if ttl is not None and ttl > cut:
                 found.append((ttl, key.decode()[prefix_len:]))
     found.sort(key=lambda x: -x[0])
@@ -125,8 +126,7 @@ class PreRankResult:
 
 def prerank_version(client: redis.Redis, registry: ModelRegistry, version: str, sessions: SessionStore,
                     params: CandidateParams, depth: int, window_s: float, limit: int, seed: int = 0,
-                    ann_min_items: int = 10_000, ann_probe: float = 0.065, batch: int = 256,
-                    progress: Callable[[int, int], None] | None = None) -> PreRankResult:
+                    ann_min_items: int = 10_000, ann_probe: float = 0.065, batch: int = 256) -> PreRankResult:
     """Rank the sessions active in the last ``window_s`` with ``version`` (not yet current) and store the rankings.
 
     ``sessions`` is a store without a cache (this process does not own them); the item statistics are the
@@ -148,8 +148,6 @@ def prerank_version(client: redis.Redis, registry: ModelRegistry, version: str, 
             ranked = rank_states(model, list(states.values()), stats, t, params, depth)
             store.put(version, {sid: (st, r.current) for (sid, st), r in zip(states.items(), ranked)})
             done += len(states)
-        if progress is not None:
-            progress(min(start + batch, len(ids)), len(ids))
     result = PreRankResult(version, done, time.perf_counter() - started)
     log.info("pre-ranked %d sessions active in the last %.0f s with %s in %.1f s", done, window_s, version,
              result.seconds)
@@ -160,13 +158,3 @@ def redis_glob_escape(text: str) -> str:
     """``text`` matched literally in a SCAN pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
-
-def _chunks(it, n: int):
-    chunk = []
-    for x in it:
-        chunk.append(x)
-        if len(chunk) == n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

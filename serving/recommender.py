@@ -8,8 +8,8 @@ same GRU4Rec, W moved) does not make it stale (``STREAMREC_SERVING_STORED_MINOR_
 W's ranking from a few steps back, and names the version that made it.  A major promotion makes every stored
 ranking stale at once, so before it is promoted a major version pre-ranks the recently active sessions
 (:mod:`models.prerank`); serving answers from that while the session has not clicked since (read in the
-same round trip as the states while the current version has pre-rankings).  Otherwise (no valid ranking of the current version, a larger ``k``, or stored rankings turned
-off) it ranks itself with :func:`models.recommend.rank_states` on the session's stored GRU state, the
+same round trip as the states while the current version has pre-rankings).  Otherwise (no valid ranking of
+the current version, a larger ``k``, or stored rankings turned off) it ranks itself with :func:`models.recommend.rank_states` on the session's stored GRU state, the
 item statistics the workers snapshot to Redis, and the registry's current model: the same code the
 stream and the pre-ranking run.
 
@@ -176,8 +176,8 @@ class ServingRecommender:
                 out[n] = Served(st.ranking[:k], st.ranking_version, False, ranked_by="stream")
             else:
                 known.append(n)
-        if known and self.s.prerank_window_s > 0:
-            known = self._preranked(self._prerank_version(model), requests, states, known, out, prefetched)
+        if known and prefetched is not None:
+            known = self._preranked(requests, states, known, out, *prefetched)
         if known:
             batch = [states[requests[n][0]] for n in known]
             try:
@@ -199,8 +199,9 @@ class ServingRecommender:
             return True
         return self.s.serving_stored_minor_lag and st.ranking_version is not None and st.version == model.gru_version
 
-    def _read(self, session_ids: list[str], model: LoadedModel | None) -> tuple[dict, dict | None]:
-        """The sessions' states and, while the current model has pre-rankings, theirs: one round trip."""
+    def _read(self, session_ids: list[str], model: LoadedModel | None) -> tuple[dict, tuple[str, dict] | None]:
+        """The sessions' states and, while the current model has pre-rankings (as of the last refresh), the
+        pre-rankings' version and stored entries: one round trip.  Without any, no pre-ranking is looked up."""
         live = self._prerankings
         if model is None or live is None or live[0] != model.name:
             return self.sessions.get_many(session_ids), None
@@ -209,20 +210,12 @@ class ServingRecommender:
         pipe.hmget(self.preranked.key(live[1]), session_ids)
         blobs, preranked = pipe.execute()
         return ({sid: SessionStore.decode(b) for sid, b in zip(session_ids, blobs)},
-                {"version": live[1], "blobs": dict(zip(session_ids, preranked))})
+                (live[1], dict(zip(session_ids, preranked))))
 
-    def _preranked(self, version: str, requests: list[tuple[str, int]], states: dict, waiting: list[int],
-                   out: list[Served | None], prefetched: dict | None = None) -> list[int]:
+    def _preranked(self, requests: list[tuple[str, int]], states: dict, waiting: list[int], out: list[Served | None],
+                   version: str, blobs: dict) -> list[int]:
         """Answer the requests a pre-ranking of ``version`` still covers (:mod:`models.prerank`); return the rest."""
-        wanted = {requests[n][0]: states[requests[n][0]] for n in waiting}
-        try:
-            if prefetched is not None and prefetched["version"] == version:
-                found = self.preranked.valid(version, prefetched["blobs"], wanted)
-            else:
-                found = self.preranked.get_many(version, wanted)
-        except (redis.RedisError, OSError) as err:
-            log.warning("could not read pre-rankings (%s); ranking %d sessions here", err, len(waiting))
-            return waiting
+        found = self.preranked.valid(version, blobs, {requests[n][0]: states[requests[n][0]] for n in waiting})
         left = []
         for n in waiting:
             sid, k = requests[n]
