@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "gru4rec-yoochoose": ["bench.gru4rec_quality", "--config", "yoochoose-xe"],
     "gru4rec-yoochoose-reference-params": ["bench.gru4rec_quality", "--config", "yoochoose-xe-reference-params"],
     "gru4rec-diginetica": ["bench.gru4rec_quality", "--config", "diginetica-bprmax"],
+    "gru4rec-profile": ["bench.gru4rec_profile", "--config", "diginetica-bprmax"],
     "recall-index": ["bench.recall_index"],
     "stream-batch": ["bench.stream_batch"],
     "stream-throughput": ["bench.stream_throughput"],
@@ -42,7 +43,7 @@ BENCHMARKS: dict[str, list[str]] = {
                                "--out", "bench/results/replay-eval-diginetica"],
 }
 QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-params": ["--epochs", "1"],
-         "gru4rec-diginetica": ["--epochs", "1"],
+         "gru4rec-diginetica": ["--epochs", "1"], "gru4rec-profile": ["--sessions", "3000"],
          "recall-index": ["--queries", "512"],
          "stream-batch": ["--clicks", "1024", "--sizes", "4", "256"],
          "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200",
