@@ -4,6 +4,11 @@ The click log in Kafka is the system's source of truth, so a retrain job reads i
 for every partition, from the first offset at or after ``since`` (``offsets_for_times``) to the end
 offset seen when the read began (so a busy topic does not keep the read going forever).  Records
 that are not JSON objects are counted and skipped: the stream has already dead-lettered them.
+
+A partition is done at its last record before that end offset or when the consumer reports the end of
+the partition (``enable.partition.eof``), whichever comes first: a topic written in transactions (the
+slates of an exactly-once worker) ends with a commit marker, an offset no record is ever read at, and
+the read would otherwise wait for its timeout.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from stream.clients import client_config
 
@@ -34,7 +39,8 @@ def read_window(bootstrap: str, topic: str, since: float | None = None, timeout_
     """All records of ``topic`` appended at or after ``since`` (unix seconds; None: from the beginning) and,
     given ``until``, with a timestamp no later than that (later ones are left out, not counted as skipped)."""
     consumer = Consumer(client_config(bootstrap, {"group.id": f"streamrec-retrain-{uuid.uuid4().hex[:8]}",
-                                                  "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
+                                                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                                  "enable.partition.eof": True}))
     window = Window()
     try:
         meta = consumer.list_topics(topic, timeout=10)
@@ -62,6 +68,8 @@ def read_window(bootstrap: str, topic: str, since: float | None = None, timeout_
         while remaining and time.monotonic() < deadline:
             for msg in consumer.consume(5000, 0.5):
                 if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(msg.partition())
                     continue
                 p, off = msg.partition(), msg.offset()
                 end = window.offsets[p][1]
