@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "gru4rec-yoochoose-reference-params": ["bench.gru4rec_quality", "--config", "yoochoose-xe-reference-params"],
     "gru4rec-diginetica": ["bench.gru4rec_quality", "--config", "diginetica-bprmax"],
     "gru4rec-profile": ["bench.gru4rec_profile", "--config", "diginetica-bprmax"],
+    "gru4rec-parity": ["bench.gru4rec_quality", "--config", "yoochoose-xe-reference-params", "--seeds", "3"],
     "recall-index": ["bench.recall_index"],
     "stream-batch": ["bench.stream_batch"],
     "stream-throughput": ["bench.stream_throughput"],
@@ -42,8 +43,13 @@ BENCHMARKS: dict[str, list[str]] = {
     "replay-eval-diginetica": ["bench.replay_eval", "--dataset", "diginetica", "--gru-epochs", "1",
                                "--out", "bench/results/replay-eval-diginetica"],
 }
+# the parity check runs the reference GRU4Rec beside the project's: a checkout of
+# hidasib/GRU4Rec_PyTorch_Official (and an interpreter with numpy<2, pandas<3 and joblib) named by these variables
+REFERENCE_ENV = {"GRU4REC_REFERENCE": "--reference", "GRU4REC_REFERENCE_PYTHON": "--reference-python"}
+NEEDS_REFERENCE = {"gru4rec-parity"}
 QUICK = {"gru4rec-yoochoose": ["--epochs", "1"], "gru4rec-yoochoose-reference-params": ["--epochs", "1"],
          "gru4rec-diginetica": ["--epochs", "1"], "gru4rec-profile": ["--sessions", "3000"],
+         "gru4rec-parity": ["--epochs", "1", "--seeds", "2"],
          "recall-index": ["--queries", "512"],
          "stream-batch": ["--clicks", "1024", "--sizes", "4", "256"],
          "stream-throughput": ["--clicks", "5000", "--latency-seconds", "5", "--rate", "200",
@@ -103,13 +109,31 @@ def to_markdown(results: dict, facts: dict) -> str:
         if r.get("benchmark") == "online_study" and Path(r.get("table", "")).exists():
             lines += ["", Path(r["table"]).read_text().strip(), "", f"Aims: {json.dumps(r.get('aims', {}))}; "
                       f"plot: `{Path(r['plot']).relative_to(ROOT) if Path(r['plot']).is_relative_to(ROOT) else r['plot']}`."]
+    for name, r in results.items():
+        if r.get("benchmark") == "gru4rec_quality_seeds":
+            lines += _seeds_table(r)
+        elif "not_run" in r:
+            lines += ["", f"{name}: not run: {r['not_run']}."]
     for name, r in results.items():  # the rest: their scalar figures as reported
-        if "error" in r or r.get("benchmark") in ("stream_throughput", "online_study", "recall_index") or "recall@20" in r:
+        if "error" in r or "not_run" in r or "recall@20" in r or r.get("benchmark") in (
+                "stream_throughput", "online_study", "recall_index", "gru4rec_quality_seeds"):
             continue
         figures = ", ".join(f"{k} {v:,.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
                             if isinstance(v, (int, float, bool)) and k not in ("benchmark",))
         lines += ["", f"{name} (`{r.get('command', '')}`): {figures}."]
     return "\n".join(lines) + "\n"
+
+
+def _seeds_table(r: dict) -> list[str]:
+    """Project against reference, mean ± sd per metric, with the parity check beside each."""
+    lines = ["", f"GRU4Rec quality parity, {r['dataset']}, {r['seeds']} seeds of each (`{r['command']}`):", "",
+             "| metric | project | reference | project mean ≥ reference mean − 1 sd |", "| --- | --- | --- | --- |"]
+    for metric, row in r["metrics"].items():
+        ref = f"{row['reference_mean']:.4f} ± {row['reference_sd']:.4f}" if "reference_mean" in row else "-"
+        lines.append(f"| {metric} | {row['project_mean']:.4f} ± {row['project_sd']:.4f} | {ref} | {row.get('met', '-')} |")
+    lines.append(f"\nSeconds per epoch: project {r['seconds_per_epoch']['project']}, "
+                 f"reference {r['seconds_per_epoch']['reference']}.")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     for name in args.only or BENCHMARKS:
         cmd = [sys.executable, "-m", *BENCHMARKS[name], *(QUICK.get(name, []) if args.quick else [])]
+        if name in NEEDS_REFERENCE:
+            if not os.environ.get("GRU4REC_REFERENCE"):
+                results[name] = {"not_run": "set GRU4REC_REFERENCE to a checkout of the reference GRU4Rec "
+                                            "(and GRU4REC_REFERENCE_PYTHON to its interpreter) to run it"}
+                print(f"== {name}: not run ({results[name]['not_run']})", flush=True)
+                continue
+            cmd += [arg for env, flag in REFERENCE_ENV.items() if os.environ.get(env) for arg in (flag, os.environ[env])]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         if proc.returncode != 0:
