@@ -247,11 +247,14 @@ class GRU4Rec:
 
     @staticmethod
     def _softmax_neg(scores: torch.Tensor) -> torch.Tensor:
-        """Softmax over each row's negatives (the diagonal, the row's own target, is excluded)."""
-        neg_mask = 1.0 - torch.eye(scores.shape[0], scores.shape[1], device=scores.device)
-        x = scores * neg_mask
-        e = torch.exp(x - x.max(dim=1, keepdim=True).values) * neg_mask
-        return e / e.sum(dim=1, keepdim=True)
+        """Softmax over each row's negatives (the diagonal, the row's own target, gets weight 0).
+
+        The reference zeroes the diagonal, subtracts the row maximum and masks the exponent; a -inf on the
+        diagonal gives the same weights (a softmax does not depend on what is subtracted) in one fused
+        operator, forward and backward, instead of nine (unit test: equal within 1e-6, gradients too).
+        """
+        rows = torch.arange(scores.shape[0], device=scores.device)
+        return torch.softmax(scores.index_put((rows, rows), scores.new_tensor(float("-inf"))), dim=1)
 
     def _bpr_max_loss(self, scores: torch.Tensor, targets: torch.Tensor, n_valid: int) -> torch.Tensor:
         if self.params.elu_param > 0:

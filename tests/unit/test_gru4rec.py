@@ -192,3 +192,31 @@ def test_evaluation_can_score_only_flagged_targets_while_every_click_feeds_the_s
     assert everything["events"] == 40 * 5 and flagged["events"] == 40 * 3
     # the unflagged clicks still moved the state: i -> i+1 is predicted (dropping them would break the walk)
     assert flagged["recall@5"] > 0.9, flagged
+
+
+@pytest.mark.parametrize("loss", ["bpr-max", "top1-max"])
+def test_the_fused_negative_softmax_gives_the_reference_formulas_loss_and_gradient(loss):
+    """The reference's softmax over negatives: zero the diagonal, subtract the row max, mask after exp."""
+    def reference_softmax_neg(x):
+        mask = 1.0 - torch.eye(x.shape[0], x.shape[1], dtype=x.dtype)
+        e = torch.exp(x * mask - (x * mask).max(dim=1, keepdim=True).values) * mask
+        return e / e.sum(dim=1, keepdim=True)
+
+    gru = GRU4Rec(GRU4RecParams(loss=loss, elu_param=1.0, bpreg=0.9))
+    torch.manual_seed(3)
+    raw = torch.randn(16, 16 + 40, dtype=torch.float64) * 2
+    mine = raw.clone().requires_grad_()
+    value = gru._loss_fn()(mine, None, 16)
+    value.backward()
+    ref = raw.clone().requires_grad_()
+    original = GRU4Rec._softmax_neg
+    try:
+        GRU4Rec._softmax_neg = staticmethod(reference_softmax_neg)
+        expected = gru._loss_fn()(ref, None, 16)
+    finally:
+        GRU4Rec._softmax_neg = staticmethod(original)
+    expected.backward()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(mine.grad, ref.grad, rtol=1e-6, atol=1e-9)
+    weights = GRU4Rec._softmax_neg(raw)
+    assert torch.all(weights.diagonal() == 0) and torch.allclose(weights.sum(1), torch.ones(16, dtype=raw.dtype))
