@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from models.gru4rec import GRU4RecParams
@@ -39,6 +40,26 @@ def write_tsv(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def in_training_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The clicks with ``Time`` rewritten so that it orders sessions and clicks as the project trains on them.
+
+    The reference orders sessions by their first ``Time`` with NumPy's unstable default sort, so sessions that
+    start at the same time come in an order of its own: on Diginetica, whose ``Time`` is the click's position
+    (every session starts at 0), NumPy 1.26 scatters the date-sorted sessions into blocks.  The project takes
+    tied sessions in the file's order.  Ranks make both train on the same sequence: session ``k`` in that order
+    gets times ``k * (longest + 1) + position``.  Only the order matters to GRU4Rec, never the times themselves.
+    """
+    frame = frame.sort_values(["SessionId", "Time"], kind="mergesort")
+    position = frame.groupby("SessionId", sort=False).cumcount().to_numpy()
+    first = frame.groupby("SessionId", sort=False)["Time"].transform("min").to_numpy()
+    session_codes = pd.factorize(frame["SessionId"])[0]  # appearance order of the sorted frame
+    order = np.lexsort((session_codes, first))             # by first time, ties in the file's order
+    rank = np.empty(session_codes.max() + 1, dtype=np.int64)
+    starts = np.flatnonzero(position[order] == 0)
+    rank[session_codes[order][starts]] = np.arange(len(starts))
+    return frame.assign(Time=rank[session_codes] * (int(position.max()) + 1) + position)
+
+
 def run_reference(checkout: Path, train: pd.DataFrame, test: pd.DataFrame, params: GRU4RecParams,
                   device: str = "cpu", python: str = sys.executable, threads: int | None = None) -> dict:
     """Train and evaluate the reference once; Recall/MRR at 20 and 10 (conservative ties) and its timings.
@@ -50,7 +71,8 @@ def run_reference(checkout: Path, train: pd.DataFrame, test: pd.DataFrame, param
     if not (checkout / "run.py").is_file():
         raise SystemExit(f"{checkout} is not a checkout of the reference GRU4Rec (no run.py)")
     with tempfile.TemporaryDirectory(prefix="gru4rec-ref-") as tmp:
-        train_path, test_path = write_tsv(train, Path(tmp) / "train.tsv"), write_tsv(test, Path(tmp) / "test.tsv")
+        train_path = write_tsv(in_training_order(train), Path(tmp) / "train.tsv")
+        test_path = write_tsv(test, Path(tmp) / "test.tsv")
         started = time.perf_counter()
         out = subprocess.run([python, "run.py", str(train_path), "-ps", parameter_string(params),
                               "-t", str(test_path), "-m", "20", "10", "-e", "conservative", "-d", device],
