@@ -26,6 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 from bench.gru4rec_quality import CONFIGS, DATA
 from models.data import load_dataset
 from models.gru4rec import GRU4Rec
+from models.session_batches import SessionParallelBatches, session_offsets
 
 MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::_addmm_activation"}
 SPARSE = ("embedding", "coalesce", "index_add", "index_copy", "index_select", "index", "sparse", "_indices",
@@ -83,7 +84,6 @@ def run(config: str, sessions: int, threads: int | None) -> dict:
 
 def _steps(clicks, batch_size: int) -> int:
     """Mini-batch steps of an epoch, counted with the trainer's own session-parallel iterator."""
-    from models.session_batches import SessionParallelBatches, session_offsets
     offsets = session_offsets(clicks["SessionId"].to_numpy())
     return sum(1 for _ in SessionParallelBatches(clicks["ItemId"].factorize()[0], offsets, batch_size))
 

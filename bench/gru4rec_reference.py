@@ -50,14 +50,12 @@ def in_training_order(frame: pd.DataFrame) -> pd.DataFrame:
     gets times ``k * (longest + 1) + position``.  Only the order matters to GRU4Rec, never the times themselves.
     """
     frame = frame.sort_values(["SessionId", "Time"], kind="mergesort")
-    position = frame.groupby("SessionId", sort=False).cumcount().to_numpy()
-    first = frame.groupby("SessionId", sort=False)["Time"].transform("min").to_numpy()
-    session_codes = pd.factorize(frame["SessionId"])[0]  # appearance order of the sorted frame
-    order = np.lexsort((session_codes, first))             # by first time, ties in the file's order
-    rank = np.empty(session_codes.max() + 1, dtype=np.int64)
-    starts = np.flatnonzero(position[order] == 0)
-    rank[session_codes[order][starts]] = np.arange(len(starts))
-    return frame.assign(Time=rank[session_codes] * (int(position.max()) + 1) + position)
+    codes = pd.factorize(frame["SessionId"])[0]  # sessions in the sorted frame's order
+    position = frame.groupby(codes).cumcount().to_numpy()
+    first = frame.groupby(codes)["Time"].min().to_numpy()
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="mergesort")] = np.arange(len(first))  # the project's rule: ties keep file order
+    return frame.assign(Time=rank[codes] * (int(position.max()) + 1) + position)
 
 
 def run_reference(checkout: Path, train: pd.DataFrame, test: pd.DataFrame, params: GRU4RecParams,

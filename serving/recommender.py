@@ -201,7 +201,8 @@ class ServingRecommender:
 
     def _read(self, session_ids: list[str], model: LoadedModel | None) -> tuple[dict, tuple[str, dict] | None]:
         """The sessions' states and, while the current model has pre-rankings (as of the last refresh), the
-        pre-rankings' version and stored entries: one round trip.  Without any, no pre-ranking is looked up."""
+        pre-rankings' version and stored entries: one round trip.  Without any, no pre-ranking is looked up.
+        The states are read as ``SessionStore.get_many`` reads them (serving's store keeps no cache)."""
         live = self._prerankings
         if model is None or live is None or live[0] != model.name:
             return self.sessions.get_many(session_ids), None

@@ -195,7 +195,7 @@ def test_evaluation_can_score_only_flagged_targets_while_every_click_feeds_the_s
 
 
 @pytest.mark.parametrize("loss", ["bpr-max", "top1-max"])
-def test_the_fused_negative_softmax_gives_the_reference_formulas_loss_and_gradient(loss):
+def test_the_fused_negative_softmax_gives_the_reference_formulas_loss_and_gradient(loss, monkeypatch):
     """The reference's softmax over negatives: zero the diagonal, subtract the row max, mask after exp."""
     def reference_softmax_neg(x):
         mask = 1.0 - torch.eye(x.shape[0], x.shape[1], dtype=x.dtype)
@@ -209,14 +209,11 @@ def test_the_fused_negative_softmax_gives_the_reference_formulas_loss_and_gradie
     value = gru._loss_fn()(mine, None, 16)
     value.backward()
     ref = raw.clone().requires_grad_()
-    original = GRU4Rec._softmax_neg
-    try:
-        GRU4Rec._softmax_neg = staticmethod(reference_softmax_neg)
-        expected = gru._loss_fn()(ref, None, 16)
-    finally:
-        GRU4Rec._softmax_neg = staticmethod(original)
+    fused = GRU4Rec._softmax_neg
+    monkeypatch.setattr(GRU4Rec, "_softmax_neg", staticmethod(reference_softmax_neg))
+    expected = gru._loss_fn()(ref, None, 16)
     expected.backward()
     assert value.item() == pytest.approx(expected.item(), rel=1e-6)
     torch.testing.assert_close(mine.grad, ref.grad, rtol=1e-6, atol=1e-9)
-    weights = GRU4Rec._softmax_neg(raw)
+    weights = fused(raw)
     assert torch.all(weights.diagonal() == 0) and torch.allclose(weights.sum(1), torch.ones(16, dtype=raw.dtype))
