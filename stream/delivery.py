@@ -148,7 +148,13 @@ class Transactional:
 
     def __init__(self, config: dict, consumer: Consumer, timeout_s: float = 10.0) -> None:
         self.config, self.consumer, self.timeout_s = config, consumer, timeout_s
+        self.retired = False
         self.producer = self._new_producer()
+
+    def retire(self) -> None:
+        """Given up while a call hangs (a new instance with the same id has taken over): when that call comes back,
+        fenced, this one must not start a producer of its own, which would fence its successor in turn."""
+        self.retired = True
 
     def _new_producer(self) -> Producer:
         """A producer with our transactional id, initialised; waits (logging) while no broker answers."""
@@ -192,6 +198,9 @@ class Transactional:
                 log.info("committing the transaction again: %s", err.args[0])
 
     def _abort(self, fatal: bool) -> None:
+        if self.retired:
+            self.producer.purge()
+            return
         if not fatal:
             try:
                 self.producer.abort_transaction(self.timeout_s)

@@ -101,7 +101,9 @@ class ClickIntake(Service):
             "enable.auto.commit": not exactly_once, "auto.commit.interval.ms": 250,  # a crash redelivers ~0.25 s
             "enable.auto.offset.store": False,  # stored by the delivery, after the answers are acknowledged
             "fetch.wait.max.ms": s.fetch_max_wait_ms,
-            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000,  # a dead worker's clicks move on in ~10 s
+            # a dead worker's clicks move on in ~10 s; a heartbeat each second keeps the session through a group
+            # coordinator's move (a killed broker: up to ~7 s, docs/reliability.md)
+            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
             "queued.max.messages.kbytes": 16_384,  # prefetch at most 16 MiB per worker
         }))
         producer = client_config(s.kafka, {
@@ -219,8 +221,9 @@ class ClickIntake(Service):
         inflight = self._inflight
         if inflight is None:
             return True
+        waiting = asyncio.wrap_future(inflight)
         try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(inflight)), self.settings.transaction_stuck_s)
+            await asyncio.wait_for(asyncio.shield(waiting), self.settings.transaction_stuck_s)
             return True
         except Aborted:
             self._rewind()
@@ -228,7 +231,8 @@ class ClickIntake(Service):
         except asyncio.TimeoutError:
             log.error("a transaction has not completed in %.0f s; replacing the producer",
                       self.settings.transaction_stuck_s)
-            inflight.add_done_callback(lambda f: f.exception())  # if it ever returns, nothing is left to report
+            waiting.add_done_callback(lambda f: f.cancelled() or f.exception())  # if it returns: already handled
+            self.delivery.retire()  # when its call returns, fenced, it must not fence the new producer in turn
             self._committer.shutdown(wait=False)  # its thread stays blocked in librdkafka; a new one takes over
             self._committer = ThreadPoolExecutor(1, thread_name_prefix="clicks-commit")
             self._inflight = None

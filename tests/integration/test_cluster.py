@@ -1,16 +1,19 @@
 """The deployment users run: a 3-node KRaft cluster (replication factor 3, min.insync.replicas 2) on loopback.
 
-One node is killed with SIGKILL under load and started again: no click lost, none answered twice (as a
-read_committed reader sees it), and the stream never stalls long (measured up to 11.8 s; the aim is 10 s).
+The node the KRaft quorum follows (the worst case) is killed with SIGKILL under load and started again: no click
+lost, none answered twice (as a read_committed reader sees it), and the stream never stalls long (measured 7.3-10.0 s
+in 4 runs; the aim is 10 s).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import redis
@@ -54,13 +57,13 @@ def test_killing_one_of_three_brokers_under_load_loses_nothing_and_doubles_nothi
     worker = ServiceProcess(["stream", "worker"], env, tmp_path / "worker.log").start()
     slates_topic = f"{prefix}recommendations"
     sender = threading.Thread(target=produce_paced, args=(kafka, f"{prefix}clicks", records, 150.0))
-    victim = cluster[0]
+    victim = _active_controller(cluster)  # the worst case: an election comes before the broker is fenced
     try:
         sender.start()
         consume(kafka, [slates_topic], timeout=120, until=lambda r: len(r[slates_topic]) >= 100)  # worker answering
         _kill9(victim.pid)
         time.sleep(5.0)
-        cluster[0] = local.restart_kafka_node(victim)
+        cluster[cluster.index(victim)] = local.restart_kafka_node(victim)
         sender.join(timeout=120)
         per_session = Counter(key.decode() for key, _ in records)
         got = consume(kafka, [slates_topic], timeout=180, settle=3.0,
@@ -73,10 +76,28 @@ def test_killing_one_of_three_brokers_under_load_loses_nothing_and_doubles_nothi
     times = sorted(v["ts"] for _, v, *_ in got[slates_topic])
     stall = max(b - a for a, b in zip(times, times[1:]))
     print(f"\n[3 brokers, one killed] {len(records)} clicks, longest gap between slates {stall:.1f} s")
-    # the issue asks for no stall over 10 s; measured 1.0-11.8 s (a transaction coordinator on the killed node: librdkafka
-    # blocks, the producer is replaced after transaction_stuck_s, the new one waits for the coordinator to move)
-    assert stall <= 15.0, f"the stream stalled {stall:.1f} s"
+    # the issue asks for no stall over 10 s; measured 7.3-10.0 s (librdkafka blocks, the producer is replaced after
+    # transaction_stuck_s, the new one waits for the election and the coordinator's move); a lost consumer session
+    # (18.8-19.3 s before the heartbeat and broker session timeouts were shortened) fails this
+    assert stall <= 15.0, f"the stream stalled {stall:.1f} s; the worker's account:\n{_recovery_lines(worker)}"
     _replayed_offline(client, registry, sessions, prefix)
+
+
+def _active_controller(cluster: list) -> object:
+    """The node the KRaft quorum follows now, from the nodes' own logs ("In the new epoch E, the leader is N")."""
+    epochs = [(int(e), int(n)) for node in cluster
+              for e, n in re.findall(r"In the new epoch (\d+), the leader is (\d+)\.", Path(node.log).read_text())]
+    assert epochs, "no node has logged a quorum leader"
+    leader = max(epochs)[1]
+    return next(node for node in cluster if Path(node.log).parent.name == f"kafka-node{leader}")
+
+
+def _recovery_lines(worker: ServiceProcess) -> str:
+    """The worker's warnings and errors about transactions, producers and coordinators: the stall's timeline."""
+    words = ("transaction", "producer", "coordinator", "fenced", "rewind")
+    lines = [line[:240] for line in worker.log().splitlines()
+             if any(w in line.lower() for w in words) and "concurrent operation" not in line]
+    return "\n".join(lines[-40:])
 
 
 def _kill9(pid: int) -> None:
