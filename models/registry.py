@@ -39,6 +39,7 @@ last ``keep_majors`` promoted major versions and every GRU they reference.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -116,7 +117,7 @@ def version_number(version: str) -> int:
 def check_ranker(ranker: np.ndarray, explorers: np.ndarray, hidden_size: int) -> None:
     """Raise :class:`InvalidModel` unless W and every explorer are finite and fit a Q-network on ``hidden_size``
     states (``explorers``: one weight vector, or one row per explorer)."""
-    expected = sum(p.numel() for p in DuelingQNetwork(hidden_size).parameters())
+    expected = _q_network_size(hidden_size)
     if explorers.size == 0 or explorers.size % expected:
         raise InvalidModel(f"explorer weights have {explorers.size} values; a Q-network on {hidden_size} units has "
                            f"{expected} (one row per explorer)")
@@ -126,6 +127,13 @@ def check_ranker(ranker: np.ndarray, explorers: np.ndarray, hidden_size: int) ->
             raise InvalidModel(f"{name} weights have {w.size} values; a Q-network on {hidden_size} units has {expected}")
         if not np.isfinite(w).all():
             raise InvalidModel(f"{name} weights are not finite ({int((~np.isfinite(w)).sum())} NaN or inf values)")
+
+
+@functools.lru_cache(maxsize=8)
+def _q_network_size(hidden_size: int) -> int:
+    """Parameters of a Q-network on ``hidden_size`` units (built once per size: its random initialisation costs more
+    than the check it serves, and a DBGD round checks a version every few hundred slates)."""
+    return sum(p.numel() for p in DuelingQNetwork(hidden_size).parameters())
 
 
 def _weights(ranker: bytes, explorers: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -230,31 +238,36 @@ class ModelRegistry:
     def _hidden(self, meta: dict) -> int:
         return int(self._load_gru(meta["gru_version"]).model.layers[-1])
 
-    def check(self, version: str) -> ModelVersion:
-        """Load ``version`` back from Redis and check it; :class:`InvalidModel` if it is broken."""
+    def check(self, version: str) -> dict:
+        """Check that ``version`` loads and its weights are finite; its meta, or :class:`InvalidModel`.
+
+        A GRU this registry has checked before (a minor version's parent) is not read again: versions are
+        immutable, and DBGD promotes a minor version every few hundred slates (reading and checking the
+        Diginetica GRU blob each time took ~8% of a busy worker's samples)."""
+        meta = self.meta(version)
+        gru_version = meta["gru_version"]
         try:
-            mv = self.load(version)
+            if gru_version in self._checked_grus and meta.get("hidden"):
+                ranker, explorers = self.ranker_weights(version)
+                hidden = int(meta["hidden"])
+            else:
+                mv = self.load(version)
+                check_gru(mv.gru)
+                self._checked_grus.add(gru_version)
+                ranker, explorers, hidden = mv.ranker, mv.explorers, mv.gru.model.layers[-1]
         except LookupError:
             raise
-        except Exception as err:  # noqa: BLE001 - a blob torch cannot read
+        except Exception as err:  # noqa: BLE001 - a blob torch or numpy cannot read
             raise InvalidModel(f"{version} does not load: {err}") from err
-        gru_version = mv.meta["gru_version"]
-        if gru_version not in self._checked_grus:
-            check_gru(mv.gru)
-            self._checked_grus.add(gru_version)
-        check_ranker(mv.ranker, mv.explorers, mv.gru.model.layers[-1])
-        return mv
+        check_ranker(ranker, explorers, hidden)
+        return meta
 
     def promote(self, version: str, based_on: str | None, check: bool = True) -> str | None:
         """Make ``version`` current if ``based_on`` still is (None: if nothing is); return the version replaced.
 
         Raises :class:`StaleBase` when another version became current meanwhile, :class:`InvalidModel`
         when the version does not load or its weights are not finite, and LookupError when it does not exist."""
-        if check:
-            mv = self.check(version)
-            kind = mv.meta["kind"]
-        else:
-            kind = self.meta(version)["kind"]
+        kind = (self.check(version) if check else self.meta(version))["kind"]
         ok, previous = self._promote(keys=[self.current_key, self.key(version, "meta"), self.majors_key],
                                      args=[version, based_on or "", "1" if kind == "major" else "0"])
         previous = previous.decode() if isinstance(previous, bytes) else previous

@@ -105,6 +105,26 @@ def test_a_version_whose_gru_blob_does_not_load_is_not_promoted_and_serving_keep
     assert cache.refresh(force=True).name == v1 and cache._failed[0] == v2
 
 
+def test_a_minor_version_is_checked_without_reading_its_checked_gru_again_and_bad_weights_still_fail(registry,
+                                                                                                      monkeypatch):
+    v1 = publish_first_version(registry, small_gru(1))
+    w, e = registry.ranker_weights(v1)
+    v2 = registry.publish_major(small_gru(2), w, e, parent=v1)
+    registry.promote(v2, based_on=v1)  # reads and checks v2's GRU once
+    monkeypatch.setattr(registry, "_load_gru", lambda *a, **k: pytest.fail("a checked GRU was read again"))
+    v3 = registry.publish_minor(v2, w + 0.01, e)
+    assert registry.promote(v3, based_on=v2) == v2 and registry.current_version() == v3
+    v4 = registry.publish_minor(v3, w, e)
+    registry.r.set(registry.key(v4, "ranker"), np.full(w.size, np.nan, dtype=np.float32).tobytes())  # after publishing
+    with pytest.raises(InvalidModel, match="not finite"):
+        registry.promote(v4, based_on=v3)
+    v5 = registry.publish_minor(v3, w, e)
+    registry.r.set(registry.key(v5, "explorer"), b"\x00" * 6)  # not even a whole float32
+    with pytest.raises(InvalidModel, match="does not load"):
+        registry.promote(v5, based_on=v3)
+    assert registry.current_version() == v3
+
+
 def test_large_blobs_are_stored_in_chunks_no_larger_than_the_limit_and_load_back_equal(services, prefix):
     registry = ModelRegistry(redis.Redis.from_url(services.redis), namespace=prefix, chunk_bytes=4096)
     gru = small_gru(1, items=300)
