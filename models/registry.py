@@ -310,8 +310,9 @@ class ModelRegistry:
             return
         current = self.current_version()
         kept = set(versions[-self.keep:]) | set(majors[-self.keep_majors:]) | ({current} if current else set())
-        metas = {v: self.r.get(self.key(v, "meta")) for v in kept}
-        kept |= {json.loads(m)["gru_version"] for m in metas.values() if m is not None}
+        kept_list = sorted(kept)
+        metas = self.r.mget([self.key(v, "meta") for v in kept_list])  # one round trip: DBGD prunes every round
+        kept |= {json.loads(m)["gru_version"] for m in metas if m is not None}
         for v in versions:
             if v not in kept:
                 self._delete(v)
