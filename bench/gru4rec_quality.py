@@ -131,9 +131,11 @@ def seeds_table(config: str, seeds: int, first_seed: int, reference: str | None,
         table[m] = row
     epoch_s = {"project": [round(r["seconds_per_epoch_mean"], 1) for r in project],
                "reference": [round(r.get("seconds_per_epoch_mean", float("nan")), 1) for r in ref]}
+    params = {**asdict(CONFIGS[config][1]), **({"n_epochs": epochs} if epochs else {}),  # as run: the project's seeds
+              "seed": [first_seed + n for n in range(seeds)]}
     return {"benchmark": "gru4rec_quality_seeds", "config": config, "dataset": CONFIGS[config][0], "seeds": seeds,
             "first_seed": first_seed, "parallel_jobs": jobs, "torch_threads_per_job": threads,
-            "metrics": table, "seconds_per_epoch": epoch_s, "params": asdict(CONFIGS[config][1]),
+            "metrics": table, "seconds_per_epoch": epoch_s, "params": params,
             "aims": {m: {"met": row.get("met")} for m, row in table.items()},
             "command": f"python -m bench.gru4rec_quality --config {config} --seeds {seeds} --seed {first_seed} "
                        f"--jobs {jobs}" + (f" --epochs {epochs}" if epochs else "")
