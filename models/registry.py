@@ -310,8 +310,7 @@ class ModelRegistry:
             return
         current = self.current_version()
         kept = set(versions[-self.keep:]) | set(majors[-self.keep_majors:]) | ({current} if current else set())
-        kept_list = sorted(kept)
-        metas = self.r.mget([self.key(v, "meta") for v in kept_list])  # one round trip: DBGD prunes every round
+        metas = self.r.mget([self.key(v, "meta") for v in kept])  # one round trip: DBGD prunes every round
         kept |= {json.loads(m)["gru_version"] for m in metas if m is not None}
         for v in versions:
             if v not in kept:

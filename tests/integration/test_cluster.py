@@ -83,7 +83,7 @@ def test_killing_one_of_three_brokers_under_load_loses_nothing_and_doubles_nothi
     _replayed_offline(client, registry, sessions, prefix)
 
 
-def _active_controller(cluster: list) -> object:
+def _active_controller(cluster: list[local.Service]) -> local.Service:
     """The node the KRaft quorum follows now, from the nodes' own logs ("In the new epoch E, the leader is N")."""
     epochs = [(int(e), int(n)) for node in cluster
               for e, n in re.findall(r"In the new epoch (\d+), the leader is (\d+)\.", Path(node.log).read_text())]
