@@ -232,31 +232,44 @@ class RequestBatcher:
     """Collects the requests waiting on the event loop and answers them with one ``recommend_many`` call.
 
     While one batch is being ranked, new requests queue; the next batch takes all of them (up to
-    ``max_batch``).  A lone request goes straight through, so an idle server adds no delay.
+    ``max_batch``).  The batches are run by a task of their own, not by the request that found the
+    batcher idle: a request is answered as soon as its batch is, however long the load keeps the queue
+    full (when that request drove the loop itself, it waited until the queue ran dry: under steady load
+    that starved one request per busy spell, wrk's p99 of 368 ms at a p50 of 2.6 ms).  An idle server adds
+    one turn of the event loop.
     """
 
     def __init__(self, recommender: ServingRecommender, max_batch: int = 64) -> None:
         self.recommender, self.max_batch = recommender, max_batch
         self._queue: list[tuple[str, int, asyncio.Future]] = []
-        self._running = False
+        self._drainer: asyncio.Task | None = None
 
     async def recommend(self, session_id: str, k: int) -> Served:
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._queue.append((session_id, k, future))
-        if not self._running:
-            self._running = True
-            try:
-                while self._queue:
-                    batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
-                    try:
-                        results = self.recommender.recommend_many([(sid, kk) for sid, kk, _ in batch])
-                    except Exception as err:  # noqa: BLE001 - hand the error to every waiting request
-                        for *_, f in batch:
-                            f.set_exception(err)
-                    else:
-                        for (*_, f), served in zip(batch, results):
-                            f.set_result(served)
-                    await asyncio.sleep(0)  # let the requests that arrived meanwhile join the next batch
-            finally:
-                self._running = False
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
         return await future
+
+    async def _drain(self) -> None:
+        """Answer batch after batch until nothing waits; between batches the requests that arrived join the queue."""
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+                self._answer(batch)
+                await asyncio.sleep(0)  # let the requests that arrived meanwhile join the next batch
+        finally:
+            self._drainer = None
+
+    def _answer(self, batch: list[tuple[str, int, asyncio.Future]]) -> None:
+        try:
+            results = self.recommender.recommend_many([(sid, k) for sid, k, _ in batch])
+        except Exception as err:  # noqa: BLE001 - hand the error to every waiting request
+            for *_, f in batch:
+                if not f.done():
+                    f.set_exception(err)
+            return
+        for (*_, f), served in zip(batch, results):
+            if not f.done():  # a request whose client went away was cancelled
+                f.set_result(served)
