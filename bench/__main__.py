@@ -121,7 +121,42 @@ def to_markdown(results: dict, facts: dict) -> str:
         figures = ", ".join(f"{k} {v:,.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
                             if isinstance(v, (int, float, bool)) and k not in ("benchmark",))
         lines += ["", f"{name} (`{r.get('command', '')}`): {figures}."]
+    lines += _aims_table(collect_aims(results))
     return "\n".join(lines) + "\n"
+
+
+def collect_aims(results: dict) -> list[dict]:
+    """Every benchmark's ``aims`` as rows (benchmark, aim, figure, target, met), plus the one aim no single
+    benchmark can judge: the stream worker against its in-process ranking ceiling (``stream-batch``'s largest
+    batch), when both ran in this summary."""
+    rows = []
+    for name, r in results.items():
+        for key, a in (r.get("aims") or {}).items():
+            a = a if isinstance(a, dict) else {"met": a}
+            rows.append({"benchmark": name, "aim": key, "value": a.get("value"), "target": a.get("aim", ""),
+                         "met": a.get("met"), "note": a.get("note", "")})
+    batch = results.get("stream-batch", {}).get("rows")
+    for name in ("stream-throughput", "stream-throughput-2-workers"):
+        r = results.get(name, {})
+        if batch and "worker_clicks_per_s" in r:
+            ceiling = max(batch, key=lambda row: row["batch"])
+            ratio = r["worker_clicks_per_s"] / r.get("workers", 1) / ceiling["clicks_per_s"]
+            rows.append({"benchmark": name, "aim": "worker_over_in_process_ceiling", "value": round(ratio, 3),
+                         "target": ">= 0.85", "met": ratio >= 0.85,
+                         "note": f"per worker, against stream-batch's batch of {ceiling['batch']}"})
+    return rows
+
+
+def _aims_table(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    met = {True: "yes", False: "**no**", None: "back to back"}
+    lines = ["", "## Aims", "", "| benchmark | aim | figure | target | met |", "| --- | --- | --- | --- | --- |"]
+    for a in rows:
+        value = "-" if a["value"] is None else f"{a['value']:,.4g}" if isinstance(a["value"], float) else a["value"]
+        note = f" ({a['note']})" if a["note"] else ""
+        lines.append(f"| {a['benchmark']} | {a['aim']} | {value} | {a['target']}{note} | {met.get(a['met'], a['met'])} |")
+    return lines
 
 
 def _seeds_table(r: dict) -> list[str]:
@@ -160,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = json.loads(proc.stdout)
         print(json.dumps({k: v for k, v in results[name].items() if k not in ("params", "machine")}, indent=2))
     facts = machine()
-    (RESULTS / "summary.json").write_text(json.dumps({"machine": facts, "results": results}, indent=2))
+    (RESULTS / "summary.json").write_text(json.dumps({"machine": facts, "aims": collect_aims(results), "results": results}, indent=2))
     (RESULTS / "summary.md").write_text(to_markdown(results, facts))
     print((RESULTS / "summary.md").read_text())
     return 0 if all("error" not in r for r in results.values()) else 1

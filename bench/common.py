@@ -45,6 +45,13 @@ def diginetica_model(hidden: int = 100, sessions: int = 60_000) -> GRU4Rec:
     return gru
 
 
+def aim(value: float | None, target: str, met: bool | None, note: str = "") -> dict:
+    """One of an issue's aims beside its figure, in the shape every benchmark prints (``met`` None: this run alone
+    cannot tell, e.g. a ratio against older code, which is measured by running both back to back)."""
+    out = {"value": None if value is None else round(float(value), 4), "aim": target, "met": met}
+    return {**out, "note": note} if note else out
+
+
 def interleaved(events: pd.DataFrame) -> pd.DataFrame:
     """Every session's first click, then every second click, and so on (a stable sort on each click's place in
     its session): all sessions active at once, as when many people browse together."""

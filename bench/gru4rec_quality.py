@@ -30,6 +30,7 @@ import torch
 
 from models.data import load_dataset
 from models.evaluate import evaluate
+from bench.common import aim
 from bench.gru4rec_reference import run_reference
 from models.gru4rec import GRU4Rec, GRU4RecParams
 
@@ -107,6 +108,14 @@ def _spread(values: list[float]) -> tuple[float, float]:
     return mean, sd
 
 
+def _epoch_aim(epoch_s: dict) -> dict:
+    """Epoch time against the reference's, from runs of the same invocation (the issue's aim: at most half)."""
+    if not epoch_s["reference"] or not epoch_s["project"]:
+        return {}
+    ratio = (sum(epoch_s["project"]) / len(epoch_s["project"])) / (sum(epoch_s["reference"]) / len(epoch_s["reference"]))
+    return {"epoch_time_vs_reference": aim(ratio, "<= 0.5", ratio <= 0.5, "same machine, same run")}
+
+
 def seeds_table(config: str, seeds: int, first_seed: int, reference: str | None, jobs: int, device: str,
                 epochs: int | None = None, reference_python: str = sys.executable) -> dict:
     """N project runs (and N reference runs), ``jobs`` processes at a time; mean ± sd per metric."""
@@ -136,7 +145,8 @@ def seeds_table(config: str, seeds: int, first_seed: int, reference: str | None,
     return {"benchmark": "gru4rec_quality_seeds", "config": config, "dataset": CONFIGS[config][0], "seeds": seeds,
             "first_seed": first_seed, "parallel_jobs": jobs, "torch_threads_per_job": threads,
             "metrics": table, "seconds_per_epoch": epoch_s, "params": params,
-            "aims": {m: {"met": row.get("met")} for m, row in table.items()},
+            "aims": {**{m: aim(row["project_mean"], row.get("aim", "-"), row.get("met")) for m, row in table.items()},
+                     **_epoch_aim(epoch_s)},
             "command": f"python -m bench.gru4rec_quality --config {config} --seeds {seeds} --seed {first_seed} "
                        f"--jobs {jobs}" + (f" --epochs {epochs}" if epochs else "")
                        + (" --reference PATH" if reference else "")}
