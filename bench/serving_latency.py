@@ -80,6 +80,7 @@ async def _fixed_rate(port: int, sessions: list[str], rate: float, seconds: floa
     connection i mod ``connections`` as soon as it is due and that connection is free.  ``on_half`` runs
     (in a thread) after ``seconds / 2``; the load goes on for ``seconds`` in all, and at least 5 s after
     ``on_half`` returns (publishing and pre-ranking take a while; the 5 s after the switch are reported).
+    ``on_half`` may return the promotion's wall-clock time; the 5 s after the promotion count from it.
     """
     n = int(rate * (seconds + 600))
     until = [seconds + 600]  # no request is sent when due after this (set when on_half returns)
@@ -121,9 +122,11 @@ async def _fixed_rate(port: int, sessions: list[str], rate: float, seconds: floa
     tasks = [asyncio.create_task(connection(c)) for c in range(connections)]
     await asyncio.sleep(0.5 + seconds / 2)
     began = time.perf_counter() - start  # the candidate is published and pre-ranks from here
-    await asyncio.get_running_loop().run_in_executor(None, on_half)
-    promoted_at = time.perf_counter() - start
-    until[0] = max(seconds, promoted_at + 5.0)
+    promoted_unix = await asyncio.get_running_loop().run_in_executor(None, on_half)
+    returned_at = time.perf_counter() - start
+    # the promotion's own time (the child names it): its exit comes later, and serving switches in between
+    promoted_at = promoted_unix - wall0 if promoted_unix is not None else returned_at
+    until[0] = max(seconds, returned_at + 5.0, promoted_at + 5.0)
     await asyncio.gather(*tasks)
     n = int(np.searchsorted(sent_at, until[0]))
     lat, sent_at, done_at = lat[:n], sent_at[:n], done_at[:n]
@@ -137,6 +140,7 @@ async def _fixed_rate(port: int, sessions: list[str], rate: float, seconds: floa
             "achieved_rps": ok.size / max(float(done_at.max()), until[0]), "p50_ms": float(np.percentile(ok, 50)),
             "p99_ms": float(np.percentile(ok, 99)), "max_ms": float(ok.max()),
             "publish_and_prerank_from_s": round(began, 2), "promotion_at_s": round(promoted_at, 2),
+            "promotion_returned_at_s": round(returned_at, 2),
             "after_promotion_5s_p99_ms": float(np.percentile(around, 99)),
             "after_promotion_5s_max_ms": float(around.max()),
             "slowest_request_due_unix": round(wall0 + float(sent_at[np.nanargmax(lat)]), 3),
@@ -252,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         second, third = (_perturbed(registry, first, f, state / f"gru-{n}.pt") for n, f in ((2, 1.01), (3, 1.02)))
         promoted: dict = {}
 
-        def promote() -> None:
+        def promote() -> float:
             promoted.update(_promote_major(env, second, prerank=True), at=time.monotonic())
+            return promoted["promoted_at_unix"]
 
         # while the sessions' stored rankings are from the current version: one Redis read per request
         highest_stored = _wrk(base, sessions, args.connections, args.seconds, state)
