@@ -207,6 +207,7 @@ class Settings(BaseSettings):
                                            "earlier minor version of the current GRU4Rec (W some DBGD steps behind; "
                                            "the answer names that version) instead of ranking the request again")
     serving_torch_threads: int = Field(1, ge=1, description="torch threads per serving process")
+    serving_switch_interval_s: float = Field(0.0001, gt=0, le=0.1, description="Python's GIL switch interval in a serving process (sys.setswitchinterval; the default 0.005 made the event loop wait behind the thread loading a promoted version: bench.model_switch_stall)")
     serving_redis_timeout_s: float = Field(0.25, gt=0, description="Redis socket timeout for a request")
     serving_redis_retry_s: float = Field(1.0, ge=0, description="after a Redis failure, serve fallbacks this long")
     serving_publish_timeout_s: float = Field(600.0, gt=0, description="how long a slate may wait for Kafka")
