@@ -70,7 +70,8 @@ def _trial(registry: ModelRegistry, cache: ModelCache, client: redis.Redis, gru,
     loader = threading.Thread(target=switch, name="model-refresh")
     lat = asyncio.run(run())
     loader.join()
-    assert cache.model.name == version, "the cache did not switch"
+    if cache.model.name != version:
+        raise RuntimeError(f"the cache did not switch to {version}")
     return {"load_s": round(took["load_s"], 3), "p50_ms": round(float(np.percentile(lat, 50)), 2),
             "p99_ms": round(float(np.percentile(lat, 99)), 1), "max_ms": round(float(lat.max()), 1)}
 
