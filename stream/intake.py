@@ -31,7 +31,11 @@ batch happens in a thread (``poll``), so an idle worker blocks nothing.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import sys
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +47,7 @@ from mode import Service
 from stream.breaker import Breaker
 from stream.clients import client_config
 from stream.delivery import Aborted, AtLeastOnce, Delivery, Outgoing, Transactional, transactional_id
+from stream.group_watch import GroupWatch
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,7 +99,8 @@ class ClickIntake(Service):
     def __post_init__(self) -> None:
         s = self.settings
         exactly_once = s.processing_guarantee == "exactly_once"
-        self.consumer = Consumer(client_config(s.kafka, {
+        self._watch = GroupWatch(s.intake_stuck_s)
+        self._consumer_config = client_config(s.kafka, {
             "group.id": clicks_group(s), "client.id": f"{s.app_id}-clicks",
             "auto.offset.reset": s.auto_offset_reset,
             "isolation.level": "read_committed",
@@ -104,8 +110,13 @@ class ClickIntake(Service):
             # a dead worker's clicks move on in ~10 s; a heartbeat each second keeps the session through a group
             # coordinator's move (a killed broker: up to ~7 s, docs/reliability.md)
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
+            # a consumer given up inside a hung poll leaves the group when this runs out, so its successor gets the
+            # partitions (librdkafka wants it at least the session timeout)
+            "max.poll.interval.ms": max(10_000, int(2_000 * s.intake_stuck_s)),
             "queued.max.messages.kbytes": 16_384,  # prefetch at most 16 MiB per worker
-        }))
+            "statistics.interval.ms": 5_000, "stats_cb": self._watch.stats,  # the group's state, for the watch
+        })
+        self.consumer = Consumer(self._consumer_config)
         producer = client_config(s.kafka, {
             "client.id": f"{s.app_id}-slates",
             "enable.idempotence": True,  # acks=all, ordered retries without duplicates
@@ -131,6 +142,8 @@ class ClickIntake(Service):
         self._inflight: Future | None = None  # ... runs while the next batch is read and ranked
         self._stopped = asyncio.Event()
         self._looping = False  # _run started (it does not when the worker stops during start-up)
+        self._abandoned: list[tuple[Consumer, asyncio.Future]] = []  # replaced inside a poll: closed at stop
+        self._armed_at = float("-inf")  # when the stack dump for a silent loop was last pushed back
         type(self).running = self  # the metrics timer asks the running intake for its lag
 
     # ------------------------------------------------------------------ the loop
@@ -142,29 +155,84 @@ class ClickIntake(Service):
                                                        self.consumer)
         else:
             self.delivery = AtLeastOnce(Producer(self._producer_config), self.consumer)
-        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_lost)
+        self._subscribe()
         log.info("consuming %s in group %s (%s)", self.topic, clicks_group(self.settings),
                  self.settings.processing_guarantee)
 
+    def _subscribe(self) -> None:
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+
     @Service.task
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         size = self.settings.batch_size
         self._looping = True
         try:
             while not self.should_stop:
+                self._push_back_stack_dump()
                 messages = self.consumer.consume(size, 0)  # whatever is fetched already, without waiting
                 if not messages:
                     await self._idle()
-                    first = await loop.run_in_executor(self._thread, self.consumer.poll, self.poll_s)
+                    first = await self._poll()
                     if first is None:
                         continue
                     messages = [first, *self.consumer.consume(size - 1, 0)]
                 await self._answer(messages)
                 await asyncio.sleep(0)  # Faust's timers and agents get the loop between batches
         finally:
+            faulthandler.cancel_dump_traceback_later()
             self._stopped.set()
+
+    async def _poll(self) -> Message | None:
+        """Wait (in the poll thread) for the first click of a batch; a poll that never returns, or a group that
+        never settles, gets the consumer replaced (:class:`~stream.group_watch.GroupWatch` says why)."""
+        started = time.monotonic()
+        polling = asyncio.wrap_future(self._thread.submit(self.consumer.poll, self.poll_s))
+        try:
+            first = await asyncio.wait_for(asyncio.shield(polling), self.settings.intake_stuck_s)
+        except asyncio.TimeoutError:
+            polling.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._abandoned.append((self.consumer, polling))
+            await self._replace_consumer(self._watch.poll_overdue(time.monotonic() - started), polling=True)
+            return None
+        stuck = self._watch.stuck()
+        if stuck is not None:
+            await self._replace_consumer(stuck, polling=False)
+        return first
+
+    def _push_back_stack_dump(self) -> None:
+        """If the loop stops coming round (a call blocked inside librdkafka, on the loop or in a callback), every
+        thread's stack goes to stderr after ``intake_stuck_s``: re-armed at most once a second, since each arming
+        starts faulthandler's watchdog thread anew.  The stacks go to the process's own stderr (file descriptor 2):
+        faust replaces ``sys.stderr`` with a logging proxy that has no file descriptor."""
+        now = time.monotonic()
+        if now - self._armed_at >= 1.0:
+            faulthandler.dump_traceback_later(self.settings.intake_stuck_s, exit=False, file=sys.__stderr__)
+            self._armed_at = now
+
+    async def _replace_consumer(self, why: str | None, polling: bool) -> None:
+        """Give up the consumer for a new one in the same group, which starts from the committed offsets (answered,
+        uncommitted clicks are answered again, as after a rebalance).  The old one is closed in a daemon thread, so
+        a close that hangs too holds nothing up; one still inside a poll is left alone (closing it under the poll
+        is not safe), leaves the group when its poll interval runs out, and is closed at stop if its poll has
+        returned by then."""
+        log.error("replacing the clicks consumer: %s (stacks follow on stderr)", why)
+        faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+        try:
+            await self._settled()
+        except KafkaException as err:  # its rewind asks the stuck group: the new consumer starts from the commits
+            log.warning("the old consumer could not rewind: %s", err)
+        old, self.consumer = self.consumer, Consumer(self._consumer_config)
+        if self.delivery is not None:
+            self.delivery.consumer = self.consumer
+        self._thread.shutdown(wait=False)  # if its thread is blocked, a new one polls the new consumer
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="clicks-poll")
+        if not polling:
+            threading.Thread(target=_close_quietly, args=(old,), name="clicks-old-consumer", daemon=True).start()
+        self._watch.reset()
+        self._paused = False  # a pause was the old consumer's
+        self._forget_uncommitted("replacing the consumer")
+        self._subscribe()
 
     async def _answer(self, messages: list[Message]) -> None:
         good = []
@@ -331,6 +399,8 @@ class ClickIntake(Service):
     # ------------------------------------------------------------------ rebalances and stopping
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer:
+            return  # a replaced consumer's last callbacks: its partitions are no longer this worker's business
         log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing",
                  extra={"partition": [p.partition for p in partitions]})
         self.partitions_changed()
@@ -338,6 +408,8 @@ class ClickIntake(Service):
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Called inside poll/consume before the partitions go to another worker: answers out, offsets in.  Clicks
         still held for session state cannot be committed; the next owner reads them again."""
+        if consumer is not self.consumer:
+            return
         log.info("revoking %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing",
                  extra={"partition": [p.partition for p in partitions]})
         self._settled_blocking()
@@ -361,6 +433,8 @@ class ClickIntake(Service):
             log.warning("the offsets of answered clicks were not committed; they will be answered again")
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer:
+            return
         log.warning("lost %s (session timed out): their clicks since the last commit will be answered again",
                     ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
         self._forget_uncommitted("losing the partitions")
@@ -385,3 +459,13 @@ class ClickIntake(Service):
                 self._commit_done()
             self.delivery.drain(30.0)
         self.consumer.close()
+        for consumer, polling in self._abandoned:
+            if polling.done():
+                _close_quietly(consumer)
+
+
+def _close_quietly(consumer: Consumer) -> None:
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as err:
+        log.warning("closing a replaced clicks consumer: %s", err)
