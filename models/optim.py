@@ -17,6 +17,7 @@ temporaries at every step.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.optim import Optimizer
 
@@ -36,7 +37,9 @@ class IndexedAdagradM(Optimizer):
     [0.0, 0.0]
     """
 
-    def __init__(self, params, lr: float = 0.05, momentum: float = 0.0, eps: float = 1e-6) -> None:
+    def __init__(self, params, lr: float = 0.05, momentum: float = 0.0, eps: float = 1e-6,
+                 compiled: bool = True) -> None:
+        self.compiled = compiled  # CPU tensors take the update as one compiled pass (models.adagrad_kernels)
         if lr <= 0:
             raise ValueError(f"learning rate must be positive, got {lr}")
         if not 0.0 <= momentum < 1.0:
@@ -55,11 +58,12 @@ class IndexedAdagradM(Optimizer):
                     state["acc"] = torch.zeros_like(p)
                     if momentum > 0:
                         state["mom"] = torch.zeros_like(p)
+                compiled = self.compiled and _compiled_kernels_apply(p, state)
                 if p.grad.is_sparse:
                     grad = p.grad if p.grad.sparse_dim() == 1 else p.grad.to_dense().to_sparse(1)
-                    _sparse_step(p, grad.coalesce(), state, lr, momentum, eps)
+                    (_compiled_sparse_step if compiled else _sparse_step)(p, grad.coalesce(), state, lr, momentum, eps)
                 else:
-                    _dense_step(p, p.grad, state, lr, momentum, eps)
+                    (_compiled_dense_step if compiled else _dense_step)(p, p.grad, state, lr, momentum, eps)
 
 
 def _sparse_step(p: torch.Tensor, grad: torch.Tensor, state: dict, lr: float, momentum: float, eps: float) -> None:
@@ -91,3 +95,39 @@ def _dense_step(p: torch.Tensor, grad: torch.Tensor, state: dict, lr: float, mom
         p.add_(state["mom"])
     else:
         p.addcdiv_(grad, denom, value=-lr)
+
+
+def _compiled_kernels_apply(p: torch.Tensor, state: dict) -> bool:
+    """The compiled update takes CPU float tensors that are contiguous, as are the state it keeps for them."""
+    tensors = [p, *(state[k] for k in ("acc", "mom") if k in state)]
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and t.is_contiguous()
+               for t in tensors)
+
+
+def _scalars(p: torch.Tensor, lr: float, momentum: float, eps: float):
+    """The constants in the tensor's precision, as torch casts a Python scalar in an operation on it."""
+    kind = np.float32 if p.dtype == torch.float32 else np.float64
+    return kind(-lr), kind(momentum), kind(eps)
+
+
+def _compiled_sparse_step(p: torch.Tensor, grad: torch.Tensor, state: dict, lr: float, momentum: float,
+                          eps: float) -> None:
+    """:func:`_sparse_step` as one pass over the gradient's rows."""
+    from models.adagrad_kernels import rows_update
+
+    weight, acc = p.detach().numpy(), state["acc"].numpy()
+    mom = state["mom"].numpy() if momentum > 0 else acc
+    values = grad.values().contiguous().numpy().reshape(len(grad.indices()[0]), -1)
+    rows_update(weight.reshape(len(weight), -1), acc.reshape(len(acc), -1), mom.reshape(len(mom), -1),
+                grad.indices()[0].numpy(), values, *_scalars(p, lr, momentum, eps), momentum > 0)
+
+
+def _compiled_dense_step(p: torch.Tensor, grad: torch.Tensor, state: dict, lr: float, momentum: float,
+                         eps: float) -> None:
+    """:func:`_dense_step` as one pass over the tensor."""
+    from models.adagrad_kernels import dense_update
+
+    acc = state["acc"].numpy().reshape(-1)
+    mom = state["mom"].numpy().reshape(-1) if momentum > 0 else acc
+    dense_update(p.detach().numpy().reshape(-1), acc, mom, grad.contiguous().numpy().reshape(-1),
+                 *_scalars(p, lr, momentum, eps), momentum > 0)

@@ -20,12 +20,13 @@ def _formula(w, grads, lr, momentum, eps=1e-6):
     return w, acc
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("momentum", [0.0, 0.3])
-def test_sparse_rows_with_repeated_items_follow_the_formula_and_untouched_rows_stay(momentum):
+def test_sparse_rows_with_repeated_items_follow_the_formula_and_untouched_rows_stay(momentum, compiled):
     torch.manual_seed(0)
     table = torch.nn.Embedding(50, 8, sparse=True)
     start = table.weight.detach().numpy().copy()
-    opt = IndexedAdagradM(table.parameters(), lr=0.2, momentum=momentum)
+    opt = IndexedAdagradM(table.parameters(), lr=0.2, momentum=momentum, compiled=compiled)
     grads = []
     for _ in range(6):
         items = torch.randint(0, 20, (30,))  # repeats within a step, rows 20..49 never touched
@@ -39,12 +40,13 @@ def test_sparse_rows_with_repeated_items_follow_the_formula_and_untouched_rows_s
     assert np.array_equal(table.weight.detach().numpy()[20:], start[20:])
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("momentum", [0.0, 0.15])
-def test_dense_parameters_follow_the_same_formula(momentum):
+def test_dense_parameters_follow_the_same_formula(momentum, compiled):
     torch.manual_seed(1)
     w = torch.nn.Parameter(torch.randn(6, 5))
     start = w.detach().numpy().copy()
-    opt = IndexedAdagradM([w], lr=0.05, momentum=momentum)
+    opt = IndexedAdagradM([w], lr=0.05, momentum=momentum, compiled=compiled)
     grads = []
     for _ in range(5):
         w.grad = torch.randn(6, 5)
@@ -64,3 +66,29 @@ def test_a_column_vector_table_like_the_item_biases_is_updated_too():
     assert w[3] == pytest.approx(-0.1 * 2 / np.sqrt(4 + 1e-6), rel=1e-6)
     assert w[7] == pytest.approx(-0.1, rel=1e-5)
     assert np.count_nonzero(w) == 2
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.15])
+def test_the_compiled_update_equals_the_torch_update_within_one_rounding(momentum):
+    """models.adagrad_kernels against the torch formulas on float32 item rows, a bias column and a dense matrix.
+
+    Accumulators and dense updates come out bit for bit; a few row updates differ in the last bit (a float32
+    rounding: 2 elements of 4,800 here), hence rtol 3e-7, about two units in the last place."""
+    torch.manual_seed(2)
+    start = [torch.randn(300, 16), torch.zeros(300, 1), torch.randn(24, 7)]
+    runs = []
+    for compiled in (True, False):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = IndexedAdagradM(params, lr=0.05, momentum=momentum, compiled=compiled)
+        gen = torch.Generator().manual_seed(5)
+        for _ in range(4):
+            rows = torch.randperm(300, generator=gen)[:40].sort().values
+            for table in params[:2]:
+                values = torch.randn(40, table.shape[1], generator=gen)
+                table.grad = torch.sparse_coo_tensor(rows[None], values, table.shape).coalesce()
+            params[2].grad = torch.randn(24, 7, generator=gen)
+            opt.step()
+        runs.append([p.detach().clone() for p in params] + [opt.state[p]["acc"].clone() for p in params])
+    for mine, theirs in zip(*runs):
+        torch.testing.assert_close(mine, theirs, rtol=3e-7, atol=0)
+    assert not torch.equal(runs[0][0], start[0])  # the rows did move
