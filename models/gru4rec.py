@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from models.dropout import NumpyDropout
 from models.optim import IndexedAdagradM
 from models.sampling import SampleCache
 from models.session_batches import SessionParallelBatches, session_offsets
@@ -98,11 +99,11 @@ class GRU4RecModel(nn.Module):
             self.onehot = OneHotGRULayer(n_items, layers[0])
             n_input, first = layers[0], 1
         self.first = first
-        self.drop_embed = nn.Dropout(dropout_p_embed)
+        self.drop_embed = NumpyDropout(dropout_p_embed)
         self.cells = nn.ModuleList(
             nn.GRUCell(n_input if i == 0 else layers[i - 1], layers[i]) for i in range(first, len(layers))
         )
-        self.drop_hidden = nn.ModuleList(nn.Dropout(dropout_p_hidden) for _ in range(len(layers)))
+        self.drop_hidden = nn.ModuleList(NumpyDropout(dropout_p_hidden) for _ in range(len(layers)))
         self.Wy = nn.Embedding(n_items, layers[-1], sparse=True)
         self.By = nn.Embedding(n_items, 1, sparse=True)
         self.reset_parameters()
@@ -120,6 +121,11 @@ class GRU4RecModel(nn.Module):
             cell.bias_hh.zero_()
         init_parameter_matrix(self.Wy.weight)
         self.By.weight.zero_()
+
+    def seed_dropout(self, seed: int) -> None:
+        """Seed every dropout's mask stream (its own stream each, drawn from ``seed``)."""
+        for i, drop in enumerate([self.drop_embed, *self.drop_hidden]):
+            drop.seed(np.random.SeedSequence([seed, i]))
 
     def init_hidden(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Zero state for ``batch`` new sessions: shape (layers, batch, hidden); layers must share a size."""
@@ -154,6 +160,45 @@ class GRU4RecModel(nn.Module):
         if targets is None:
             return torch.addmm(self.By.weight.T, h, self.Wy.weight.T)
         return h @ self.Wy(targets).T + self.By(targets).T
+
+    def training_scores(self, items: torch.Tensor, hidden: list[torch.Tensor],
+                        targets: torch.Tensor) -> tuple[torch.Tensor, ItemRows]:
+        """A training step's forward pass, :meth:`hidden_step` then :meth:`score` of ``targets``, on the rows it touches.
+
+        The step reads each item row of ``Wy`` / ``By`` it needs once: the distinct items of the inputs
+        (with the constrained embedding) and of the targets, gathered into small leaf tensors.  Their
+        gradients come out dense and already summed per row, so the optimiser gets a coalesced sparse
+        gradient; through ``nn.Embedding`` the same step made two sparse gradients (input and output
+        lookups, one row per lookup) that had to be concatenated and coalesced, and multiplied
+        every sampled item's row into a score column of its own.  The arithmetic is the same; the sums
+        run in another order (unit test: scores, loss and updated weights within float tolerance).
+        """
+        keys = torch.cat([items, targets]) if self.constrained_embedding else targets
+        rows, inverse = torch.unique(keys, return_inverse=True)
+        rows_w = self.Wy.weight.detach().index_select(0, rows).requires_grad_()
+        rows_b = self.By.weight.detach().index_select(0, rows).requires_grad_()
+        inputs = None
+        if self.constrained_embedding:
+            inputs, inverse = rows_w.index_select(0, inverse[: len(items)]), inverse[len(items):]
+        out = self.hidden_step(items, hidden, training=True, inputs=inputs)
+        scores = torch.addmm(rows_b.T, out, rows_w.T).index_select(1, inverse)
+        return scores, ItemRows(rows, rows_w, rows_b)
+
+    def attach_row_grads(self, touched: ItemRows) -> None:
+        """After ``backward``: hand the gathered rows' gradients to ``Wy`` / ``By`` as coalesced sparse gradients."""
+        index = touched.rows.unsqueeze(0)
+        for table, leaf in ((self.Wy.weight, touched.weight), (self.By.weight, touched.bias)):
+            table.grad = torch.sparse_coo_tensor(index, leaf.grad, table.shape, is_coalesced=True,
+                                                 check_invariants=False)
+
+
+@dataclass
+class ItemRows:
+    """The item rows one training step touches: sorted distinct indices and leaf copies of their ``Wy`` / ``By`` rows."""
+
+    rows: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
 
 
 @dataclass
@@ -308,6 +353,7 @@ class GRU4Rec:
                     if p.momentum > 0:
                         optimizer.state[param]["mom"] = torch.zeros_like(param)
         loss_fn = self._loss_fn()
+        self.model.seed_dropout(p.seed)
         self.model.train()
         for epoch in range(p.n_epochs):
             t0 = time.perf_counter()
@@ -324,10 +370,10 @@ class GRU4Rec:
                 n_valid = len(step.inputs)
                 targets = step.targets if sampler is None else torch.cat([step.targets, sampler.get_sample()])
                 self.model.zero_grad(set_to_none=True)
-                out = self.model.hidden_step(step.inputs, hidden, training=True)
-                scores = self.model.score(out, targets)
+                scores, touched = self.model.training_scores(step.inputs, hidden, targets)
                 loss = loss_fn(scores, targets, n_valid) / p.batch_size
                 loss.backward()
+                self.model.attach_row_grads(touched)
                 optimizer.step()
                 total += loss.detach() * p.batch_size
                 n_events += n_valid

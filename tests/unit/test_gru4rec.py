@@ -217,3 +217,54 @@ def test_the_fused_negative_softmax_gives_the_reference_formulas_loss_and_gradie
     torch.testing.assert_close(mine.grad, ref.grad, rtol=1e-6, atol=1e-9)
     weights = fused(raw)
     assert torch.all(weights.diagonal() == 0) and torch.allclose(weights.sum(1), torch.ones(16, dtype=raw.dtype))
+
+
+@pytest.mark.parametrize("constrained, embedding, layers", [(True, 0, [12]), (False, 8, [12]), (False, 0, [12, 12])])
+def test_a_step_on_gathered_item_rows_equals_the_step_through_the_embedding_tables(constrained, embedding, layers):
+    """training_scores + attach_row_grads against hidden_step + score: the same scores, loss and updated weights.
+
+    The targets repeat items (sampled negatives do) and share items with the inputs, the case where the
+    gathered rows' summed gradients differ from the per-lookup ones in order of addition only.
+    Tolerance: 1e-6 relative in float64 (one step of Adagrad with momentum, dropout on).
+    """
+    from models.gru4rec import GRU4RecModel
+    from models.optim import IndexedAdagradM
+
+    gru = GRU4Rec(GRU4RecParams(loss="bpr-max", elu_param=1.0, bpreg=0.9))
+    torch.manual_seed(0)
+    model = GRU4RecModel(40, layers, 0.5, 0.3, embedding, constrained).double().train()
+    twin = GRU4RecModel(40, layers, 0.5, 0.3, embedding, constrained).double().train()
+    twin.load_state_dict(model.state_dict())
+    initial = {name: t.clone() for name, t in model.state_dict().items()}
+    items = torch.tensor([3, 7, 7, 11, 0, 19])
+    targets = torch.cat([torch.tensor([7, 11, 3, 5, 39, 7]), torch.tensor([3, 3, 21, 7, 5, 33, 33, 0])])
+    start = [torch.randn(6, size, dtype=torch.float64) for size in layers]
+    results = []
+    for net, gathered in ((model, False), (twin, True)):
+        optimizer = IndexedAdagradM(net.parameters(), lr=0.1, momentum=0.3)
+        for _ in range(2):  # the second step sees accumulators and momenta the first one left
+            hidden = [h.clone() for h in start]
+            net.seed_dropout(1)  # the same masks on both paths
+            net.zero_grad(set_to_none=True)
+            if gathered:
+                scores, touched = net.training_scores(items, hidden, targets)
+            else:
+                scores = net.score(net.hidden_step(items, hidden, training=True), targets)
+            loss = gru._loss_fn()(scores, targets, 6)
+            loss.backward()
+            if gathered:
+                net.attach_row_grads(touched)
+            optimizer.step()
+        results.append((scores.detach(), loss.item(), hidden, net.state_dict()))
+    (scores_a, loss_a, hidden_a, state_a), (scores_b, loss_b, hidden_b, state_b) = results
+    torch.testing.assert_close(scores_b, scores_a, rtol=1e-6, atol=1e-9)
+    assert loss_b == pytest.approx(loss_a, rel=1e-6)
+    for h_a, h_b in zip(hidden_a, hidden_b):
+        torch.testing.assert_close(h_b.detach(), h_a.detach(), rtol=1e-6, atol=1e-9)
+    assert state_a.keys() == state_b.keys()
+    for name in state_a:
+        torch.testing.assert_close(state_b[name], state_a[name], rtol=1e-6, atol=1e-9, msg=name)
+    touched = torch.zeros(40, dtype=torch.bool)
+    touched[torch.cat([items, targets]) if constrained else targets] = True
+    moved = (state_b["Wy.weight"] != initial["Wy.weight"]).any(dim=1)
+    assert torch.equal(moved, touched)  # the step moved exactly the rows it read
