@@ -169,9 +169,10 @@ class GRU4RecModel(nn.Module):
         (with the constrained embedding) and of the targets, gathered into small leaf tensors.  Their
         gradients come out dense and already summed per row, so the optimiser gets a coalesced sparse
         gradient; through ``nn.Embedding`` the same step made two sparse gradients (input and output
-        lookups, one row per lookup) that had to be concatenated and coalesced, and multiplied
-        every sampled item's row into a score column of its own.  The arithmetic is the same; the sums
-        run in another order (unit test: scores, loss and updated weights within float tolerance).
+        lookups, one row per lookup) that had to be concatenated and coalesced.  The scores are products
+        with the distinct rows, whose columns are then picked per target, so an item sampled twice keeps
+        its two columns, as in the reference.  The arithmetic is the same; the sums run in another order
+        (unit test: scores, loss and updated weights within float tolerance).
         """
         keys = torch.cat([items, targets]) if self.constrained_embedding else targets
         rows, inverse = torch.unique(keys, return_inverse=True)
@@ -182,13 +183,20 @@ class GRU4RecModel(nn.Module):
             inputs, inverse = rows_w.index_select(0, inverse[: len(items)]), inverse[len(items):]
         out = self.hidden_step(items, hidden, training=True, inputs=inputs)
         scores = torch.addmm(rows_b.T, out, rows_w.T).index_select(1, inverse)
-        return scores, ItemRows(rows, rows_w, rows_b)
+        is_target = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+        is_target[inverse] = True
+        return scores, ItemRows(rows, rows_w, rows_b, is_target)
 
     def attach_row_grads(self, touched: ItemRows) -> None:
-        """After ``backward``: hand the gathered rows' gradients to ``Wy`` / ``By`` as coalesced sparse gradients."""
-        index = touched.rows.unsqueeze(0)
-        for table, leaf in ((self.Wy.weight, touched.weight), (self.By.weight, touched.bias)):
-            table.grad = torch.sparse_coo_tensor(index, leaf.grad, table.shape, is_coalesced=True,
+        """After ``backward``: hand the gathered rows' gradients to ``Wy`` / ``By`` as coalesced sparse gradients.
+
+        ``By`` gets the rows of the targets only, as its lookup of the targets gave it: a row that is only an
+        input has a zero bias gradient, and an update with it would still move the row by its momentum.
+        """
+        target_rows = touched.is_target.nonzero().squeeze(1)
+        for table, rows, grad in ((self.Wy.weight, touched.rows, touched.weight.grad),
+                                  (self.By.weight, touched.rows[target_rows], touched.bias.grad[target_rows])):
+            table.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), grad, table.shape, is_coalesced=True,
                                                  check_invariants=False)
 
 
@@ -199,6 +207,7 @@ class ItemRows:
     rows: torch.Tensor
     weight: torch.Tensor
     bias: torch.Tensor
+    is_target: torch.Tensor  # per row: whether a target's (so a score's) row, not only an input's
 
 
 @dataclass

@@ -12,7 +12,9 @@ Speed: the row updates write back with ``scatter_add_``, which torch runs in par
 against 1.2 and 2.1 ms).  A coalesced gradient holds each row once, so adding into a row (zeroed first
 where it is overwritten) is the same float arithmetic as writing the result: the weights are bit for bit
 those of the plain formula.  Dense updates reuse a per-parameter buffer instead of allocating
-temporaries at every step.
+temporaries at every step.  On CPU (``compiled=True``, the default) both updates run instead as one
+compiled pass per tensor (:mod:`models.adagrad_kernels`), the same formulas: 7.5 -> 2.1 ms per
+Diginetica step; the torch code above remains the path for other devices and the kernels' test oracle.
 """
 
 from __future__ import annotations
