@@ -7,7 +7,10 @@ sessions) and groups the operators' self CPU time per step into matrix products,
 (embedding lookups and gradients, coalescing, the optimiser's indexed updates), element-wise and reduction
 work, and the rest.  The matrix products are the floor no rewrite of the same arithmetic in float32 goes
 under, so ``epoch_floor_s`` (their time per step times the full epoch's steps) says how far an epoch can
-shrink on this machine.  Prints one JSON object.
+shrink on this machine.  The same slice is first trained once without the profiler, whose per-operator cost
+inflates small operators: ``ms_per_step`` and ``full_epoch_s_at_this_rate`` come from that run.  To compare two
+versions of the model code, run this file against each (``PYTHONPATH`` at the other checkout) back to back.
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -56,7 +59,10 @@ def run(config: str, sessions: int, threads: int | None) -> dict:
     part = _first_sessions(train, sessions)
     steps = _steps(part, params.batch_size)
     gru = GRU4Rec(replace(params, n_epochs=1), device="cpu")
-    gru.fit(part.head(2000))  # warm-up: first-call allocations stay outside the profile
+    gru.fit(part.head(2000))  # warm-up: first-call allocations and compilation stay outside the timings
+    t0 = time.perf_counter()
+    GRU4Rec(replace(params, n_epochs=1), device="cpu").fit(part)  # unprofiled: the profiler's per-operator cost
+    plain = time.perf_counter() - t0  # inflates small operators, so the wall time per step comes from this run
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         gru = GRU4Rec(replace(params, n_epochs=1), device="cpu").fit(part)
@@ -72,6 +78,8 @@ def run(config: str, sessions: int, threads: int | None) -> dict:
     return {
         "benchmark": "gru4rec_profile", "config": config, "dataset": dataset, "sessions": sessions,
         "steps": steps, "full_epoch_steps": full_steps, "torch_threads": torch.get_num_threads(),
+        "wall_s": round(plain, 2), "ms_per_step": round(plain * 1e3 / steps, 3),
+        "full_epoch_s_at_this_rate": round(plain / steps * full_steps, 1),
         "wall_s_profiled": round(wall, 2), "ms_per_step_profiled": round(wall * 1e3 / steps, 3),
         "self_cpu_ms_per_step": per_step,
         "share": {g: round(ms / total_ms, 3) for g, ms in sorted(groups.items())},
