@@ -216,23 +216,23 @@ def test_a_failed_state_write_leaves_redis_the_truth(services, prefix):
     assert store.get("s").items == ["stored"]  # the unwritten state was not kept
 
 
-
 def test_states_and_their_count_are_written_by_one_script_or_not_at_all(services, prefix):
-    """``put_many(..., incr=...)`` (the stream's write): the states and the click count land together; when the
+    """``put_many(..., count=...)`` (the stream's write): the states and the click count land together; when the
     count cannot be incremented the script fails before any state is written and the kept copies are dropped."""
     client = redis.Redis.from_url(services.redis)
     store = SessionStore(client, prefix, ttl_s=60, cache_size=10)
     count = f"{prefix}count-test"
     store.put_many({"a": SessionState(items=["x"], clicks=1), "b": SessionState(items=["y"], clicks=2)},
-                   incr=(count, 3))
+                   count=(count, 3))
     assert int(client.get(count)) == 3
     assert [store.get(s).items for s in ("a", "b")] == [["x"], ["y"]] and 0 < client.ttl(store.key("a")) <= 60
     client.set(count, "not a number")
     with pytest.raises(redis.ResponseError):
         store.put_many({"a": SessionState(items=["x", "z"], clicks=2), "c": SessionState(items=["w"], clicks=1)},
-                       incr=(count, 2))
+                       count=(count, 2))
     assert client.get(count) == b"not a number" and client.exists(store.key("c")) == 0
     assert store.get("a").items == ["x"]  # Redis's state, not the unwritten one
+
 
 def test_redis_at_its_memory_bound_evicts_session_states_and_never_the_registry(tmp_path, tiny_gru):
     """A Redis started by the launchers is bounded and evicts only keys with a TTL (``infra/local.py``): flooding it
