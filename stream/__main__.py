@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
+import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from stream.logs import logging_config, setup_logging
 from stream.settings import get_settings
@@ -114,8 +117,33 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = ["python -m stream", "worker", "--loglevel", args.loglevel, "--without-web"] if settings.worker_web_port <= 0 \
         else ["python -m stream", "worker", "--loglevel", args.loglevel, "--web-port", str(settings.worker_web_port),
               "--web-bind", "127.0.0.1"]
-    app.main()
+    _exit_when_done(app.main)
     return 0
+
+
+def _exit_when_done(run_worker) -> NoReturn:
+    """Run the Faust worker, then end the process at once with its exit status, 1 if it crashed.
+
+    A thread the intake gave up on can stay blocked inside librdkafka (a transaction call, a poll); Python's
+    normal exit waits for such threads forever, and a worker that crashed would stay alive answering nothing,
+    where a supervisor (systemd, Kubernetes) should see it die and start it again (same transactional id,
+    ``stream/delivery.py``)."""
+    code = 1
+    try:
+        run_worker()
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except BaseException:  # noqa: BLE001 - whatever ended the worker, the process ends with it
+        logging.getLogger("stream").exception("the worker ended with an error")
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):  # faust may proxy the first two
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 if __name__ == "__main__":

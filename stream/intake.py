@@ -193,11 +193,11 @@ class ClickIntake(Service):
         except asyncio.TimeoutError:
             polling.add_done_callback(lambda f: f.cancelled() or f.exception())
             self._abandoned.append((self.consumer, polling))
-            await self._replace_consumer(self._watch.poll_overdue(time.monotonic() - started), polling=True)
+            await self._replace_consumer(self._watch.poll_overdue(time.monotonic() - started))
             return None
         stuck = self._watch.stuck()
         if stuck is not None:
-            await self._replace_consumer(stuck, polling=False)
+            await self._replace_consumer(stuck)
         return first
 
     def _push_back_stack_dump(self) -> None:
@@ -210,7 +210,7 @@ class ClickIntake(Service):
             faulthandler.dump_traceback_later(self.settings.intake_stuck_s, exit=False, file=sys.__stderr__)
             self._armed_at = now
 
-    async def _replace_consumer(self, why: str | None, polling: bool) -> None:
+    async def _replace_consumer(self, why: str | None) -> None:
         """Give up the consumer for a new one in the same group, which starts from the committed offsets (answered,
         uncommitted clicks are answered again, as after a rebalance).  The old one is closed in a daemon thread, so
         a close that hangs too holds nothing up; one still inside a poll is left alone (closing it under the poll
@@ -222,16 +222,21 @@ class ClickIntake(Service):
             await self._settled()
         except KafkaException as err:  # its rewind asks the stuck group: the new consumer starts from the commits
             log.warning("the old consumer could not rewind: %s", err)
+        self._new_consumer("replacing the consumer")
+
+    def _new_consumer(self, why: str) -> None:
+        """Swap in a new consumer in the same group, subscribed, that starts from the committed offsets.  The old
+        one is closed in a daemon thread, unless it was given up inside a poll (then it is closed at stop)."""
         old, self.consumer = self.consumer, Consumer(self._consumer_config)
         if self.delivery is not None:
             self.delivery.consumer = self.consumer
         self._thread.shutdown(wait=False)  # if its thread is blocked, a new one polls the new consumer
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="clicks-poll")
-        if not polling:
+        if not any(given_up is old for given_up, _ in self._abandoned):
             threading.Thread(target=_close_quietly, args=(old,), name="clicks-old-consumer", daemon=True).start()
         self._watch.reset()
         self._paused = False  # a pause was the old consumer's
-        self._forget_uncommitted("replacing the consumer")
+        self._forget_uncommitted(why)
         self._subscribe()
 
     async def _answer(self, messages: list[Message]) -> None:
@@ -352,15 +357,26 @@ class ClickIntake(Service):
         return True
 
     def _rewind(self) -> None:
-        """After an aborted transaction: read again from the committed offsets, as a restarted worker would."""
-        parts = self.consumer.assignment()
-        for tp in self.consumer.committed(parts, timeout=30.0) if parts else []:
-            if tp.offset >= 0:
-                self.consumer.seek(tp)
-            else:  # nothing committed yet: from where auto.offset.reset starts
-                low, high = self.consumer.get_watermark_offsets(tp, timeout=30.0)
-                self.consumer.seek(TopicPartition(tp.topic, tp.partition,
-                                                  low if self.settings.auto_offset_reset == "earliest" else high))
+        """After an aborted transaction: read again from the committed offsets, as a restarted worker would.
+
+        The broker is often away just then (the abort's cause).  If it cannot say where the commits are within
+        ``intake_stuck_s`` (a timeout, a connection to a killed node destroyed under the call), the consumer is
+        replaced instead: a new one starts from the commits too.  An exception here would end the clicks loop
+        while the worker looked alive."""
+        wait = self.settings.intake_stuck_s
+        try:
+            parts = self.consumer.assignment()
+            for tp in self.consumer.committed(parts, timeout=wait) if parts else []:
+                if tp.offset >= 0:
+                    self.consumer.seek(tp)
+                else:  # nothing committed yet: from where auto.offset.reset starts
+                    low, high = self.consumer.get_watermark_offsets(tp, timeout=wait)
+                    self.consumer.seek(TopicPartition(tp.topic, tp.partition,
+                                                      low if self.settings.auto_offset_reset == "earliest" else high))
+        except (KafkaException, RuntimeError) as err:  # RuntimeError: the consumer was closed under the call
+            log.warning("could not rewind to the committed offsets (%s); replacing the clicks consumer", err)
+            self._new_consumer("an aborted transaction, with a new consumer")
+            return
         self._forget_uncommitted("an aborted transaction")
 
     def _forget_uncommitted(self, why: str) -> None:

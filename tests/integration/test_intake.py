@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
 
+import pytest
 from confluent_kafka import Consumer, Message, Producer
 
 from stream.intake import ClickIntake, Handled
@@ -77,7 +80,7 @@ def test_a_hung_poll_and_a_replaced_consumer_lose_no_click(services, topics, pre
             await asyncio.to_thread(produce, settings, sorted(first))
             # within 15 s, less than the 20 s hang: only a replaced consumer answers them in time
             got_first = await asyncio.to_thread(answered, settings, first, 15.0)
-            await intake._replace_consumer("a test's say-so", polling=False)  # the watch's path: old one closed
+            await intake._replace_consumer("a test's say-so")  # the watch's path: old one closed
             second = {f"b{i}".encode() for i in range(200)}
             await asyncio.to_thread(produce, settings, sorted(second))
             got_second = await asyncio.to_thread(answered, settings, second, 60.0)
@@ -93,3 +96,49 @@ def test_a_hung_poll_and_a_replaced_consumer_lose_no_click(services, topics, pre
     assert any("a test's say-so" in m for m in replaced), replaced
     assert first - got_first == set(), f"{len(first - got_first)} clicks unanswered after the hung poll"
     assert second - got_second == set(), f"{len(second - got_second)} clicks unanswered after the replacement"
+
+
+def test_a_rewind_the_broker_cannot_answer_gets_a_new_consumer_that_reads_from_the_commits(services, topics, prefix,
+                                                                                        tmp_path, caplog):
+    """After an aborted transaction the intake rewinds to the committed offsets, often while a broker is away (the
+    abort's cause).  A rewind the broker does not answer (here: the broker stopped with SIGSTOP) once raised out of
+    the clicks loop and ended it, while the worker looked alive (CI, the 3-broker kill test); now a new consumer
+    takes over and reads the uncommitted clicks again."""
+    if services.kafka_service is None:
+        pytest.skip("needs the broker's PID to pause it (a broker this session started)")
+    settings = Settings(kafka=services.kafka, topic_prefix=prefix, app_id=f"{prefix}app", data_dir=str(tmp_path),
+                        processing_guarantee="exactly_once", intake_stuck_s=2.0)
+    caplog.set_level(logging.INFO, logger="stream.intake")
+    values = {f"r{i}".encode() for i in range(100)}
+    produce(settings, sorted(values))
+
+    async def run() -> tuple[set[bytes], set[bytes], bool]:
+        intake = echo_intake(settings, hang_s=0.0)
+        intake._subscribe()
+        first = _read(intake.consumer, values, deadline_s=30.0)  # read, never committed
+        old = intake.consumer
+        os.kill(services.kafka_service.pid, signal.SIGSTOP)
+        try:
+            intake._rewind()
+        finally:
+            os.kill(services.kafka_service.pid, signal.SIGCONT)
+        again = _read(intake.consumer, values, deadline_s=60.0)
+        replaced = intake.consumer is not old
+        intake.consumer.close()
+        return first, again, replaced
+
+    first, again, replaced = asyncio.run(run())
+    assert first == values, f"{len(values - first)} clicks never read before the rewind"
+    assert replaced, "the rewind kept a consumer the broker did not answer"
+    assert any("could not rewind" in r.getMessage() for r in caplog.records)
+    assert again == values, f"{len(values - again)} uncommitted clicks not read again by the new consumer"
+
+
+def _read(consumer: Consumer, want: set[bytes], deadline_s: float) -> set[bytes]:
+    got: set[bytes] = set()
+    deadline = time.monotonic() + deadline_s
+    while not want <= got and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None:
+            got.add(m.value())
+    return got
