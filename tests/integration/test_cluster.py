@@ -66,8 +66,8 @@ def test_killing_one_of_three_brokers_under_load_loses_nothing_and_doubles_nothi
         cluster[cluster.index(victim)] = local.restart_kafka_node(victim)
         sender.join(timeout=120)
         per_session = Counter(key.decode() for key, _ in records)
-        got = consume(kafka, [slates_topic], timeout=180, settle=3.0,
-                      until=lambda r: _answered(r[slates_topic], per_session)[0] == 0)
+        got = consume(kafka, [slates_topic], timeout=180, settle=3.0,  # a worker that died ends the wait too
+                      until=lambda r: _answered(r[slates_topic], per_session)[0] == 0 or not worker.alive())
         assert worker.alive(), worker.log()[-2000:]
     finally:
         worker.stop()
