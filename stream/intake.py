@@ -218,10 +218,7 @@ class ClickIntake(Service):
         returned by then."""
         log.error("replacing the clicks consumer: %s (stacks follow on stderr)", why)
         faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
-        try:
-            await self._settled()
-        except KafkaException as err:  # its rewind asks the stuck group: the new consumer starts from the commits
-            log.warning("the old consumer could not rewind: %s", err)
+        await self._settled(rewind=False)  # the new consumer starts from the commits: no rewind of the old one
         self._new_consumer("replacing the consumer")
 
     def _new_consumer(self, why: str) -> None:
@@ -283,8 +280,9 @@ class ClickIntake(Service):
             return
         self._inflight = self._committer.submit(self.delivery.send, out, offsets)
 
-    async def _settled(self) -> bool:
-        """Wait for the running commit; False (after rewinding) if it was aborted or never came back.
+    async def _settled(self, rewind: bool = True) -> bool:
+        """Wait for the running commit; False (after rewinding, unless not ``rewind``) if it was aborted or never
+        came back.
 
         librdkafka's ``send_offsets_to_transaction`` can block past its timeout when the group coordinator
         goes away (confluentinc/librdkafka#5456, seen here when the broker restarts); after
@@ -299,7 +297,8 @@ class ClickIntake(Service):
             await asyncio.wait_for(asyncio.shield(waiting), self.settings.transaction_stuck_s)
             return True
         except Aborted:
-            self._rewind()
+            if rewind:
+                self._rewind()
             return False
         except asyncio.TimeoutError:
             log.error("a transaction has not completed in %.0f s; replacing the producer",
@@ -311,7 +310,8 @@ class ClickIntake(Service):
             self._inflight = None
             self.delivery = await asyncio.get_running_loop().run_in_executor(
                 self._committer, Transactional, self._producer_config, self.consumer)
-            self._rewind()
+            if rewind:
+                self._rewind()
             return False
         finally:
             if inflight.done():

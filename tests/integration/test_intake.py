@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import pytest
 from confluent_kafka import Consumer, Message, Producer
 
+from infra import local
 from stream.intake import ClickIntake, Handled
 from stream.settings import Settings
 from stream.topics import CLICKS, RECOMMENDATIONS
@@ -98,15 +99,27 @@ def test_a_hung_poll_and_a_replaced_consumer_lose_no_click(services, topics, pre
     assert second - got_second == set(), f"{len(second - got_second)} clicks unanswered after the replacement"
 
 
-def test_a_rewind_the_broker_cannot_answer_gets_a_new_consumer_that_reads_from_the_commits(services, topics, prefix,
+@pytest.fixture
+def pausable_kafka(services, tmp_path):
+    """A broker whose PID this session holds: the session's own, or (when it runs elsewhere: the environment's,
+    testcontainers') one started for this test."""
+    if services.kafka_service is not None:
+        yield services.kafka_service
+        return
+    broker = local.start_kafka(tmp_path / "kafka")
+    try:
+        yield broker
+    finally:
+        local.stop_pid(broker.pid)
+
+
+def test_a_rewind_the_broker_cannot_answer_gets_a_new_consumer_that_reads_from_the_commits(pausable_kafka, prefix,
                                                                                         tmp_path, caplog):
     """After an aborted transaction the intake rewinds to the committed offsets, often while a broker is away (the
     abort's cause).  A rewind the broker does not answer (here: the broker stopped with SIGSTOP) once raised out of
     the clicks loop and ended it, while the worker looked alive (CI, the 3-broker kill test); now a new consumer
     takes over and reads the uncommitted clicks again."""
-    if services.kafka_service is None:
-        pytest.skip("needs the broker's PID to pause it (a broker this session started)")
-    settings = Settings(kafka=services.kafka, topic_prefix=prefix, app_id=f"{prefix}app", data_dir=str(tmp_path),
+    settings = Settings(kafka=pausable_kafka.address, topic_prefix=prefix, app_id=f"{prefix}app", data_dir=str(tmp_path),
                         processing_guarantee="exactly_once", intake_stuck_s=2.0)
     caplog.set_level(logging.INFO, logger="stream.intake")
     values = {f"r{i}".encode() for i in range(100)}
@@ -117,11 +130,11 @@ def test_a_rewind_the_broker_cannot_answer_gets_a_new_consumer_that_reads_from_t
         intake._subscribe()
         first = _read(intake.consumer, values, deadline_s=30.0)  # read, never committed
         old = intake.consumer
-        os.kill(services.kafka_service.pid, signal.SIGSTOP)
+        os.kill(pausable_kafka.pid, signal.SIGSTOP)
         try:
             intake._rewind()
         finally:
-            os.kill(services.kafka_service.pid, signal.SIGCONT)
+            os.kill(pausable_kafka.pid, signal.SIGCONT)
         again = _read(intake.consumer, values, deadline_s=60.0)
         replaced = intake.consumer is not old
         intake.consumer.close()
