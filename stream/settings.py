@@ -68,9 +68,10 @@ class Settings(BaseSettings):
                                        "long is given up with its producer (librdkafka can block past its own "
                                        "timeouts when a coordinator goes away)")
     intake_stuck_s: float = Field(30.0, gt=0, description="the clicks consumer is replaced by a new one in its "
-                                  "group when a poll has not returned, or its group has not been steady with a "
-                                  "broker up, for this long; every thread's stack goes to stderr when the intake's "
-                                  "loop has not come round for this long")
+                                  "group when a poll has not returned, its group has not been steady with a "
+                                  "broker up, or a rewind after an aborted transaction has not been answered, for "
+                                  "this long; every thread's stack goes to stderr when the intake's loop has not "
+                                  "come round for this long")
     max_future_skew_s: float = Field(300.0, ge=0, description="a click whose ts is further in the future than this "
                                      "is dead-lettered (it would freeze the popular-items clock)")
     state_retry_s: float = Field(0.5, gt=0, description="first wait before session state is tried again after Redis "
