@@ -29,6 +29,7 @@ from torch.profiler import ProfilerActivity, profile
 from bench.gru4rec_quality import CONFIGS, DATA
 from models.data import load_dataset
 from models.gru4rec import GRU4Rec
+from models.onednn_matmul import onednn_keeps_float32
 from models.session_batches import SessionParallelBatches, session_offsets
 
 MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::_addmm_activation"}
@@ -50,7 +51,25 @@ def _first_sessions(train, sessions: int):
     return train[train["SessionId"].isin(keep)]
 
 
-def run(config: str, sessions: int, threads: int | None) -> dict:
+def _plain_epoch(params, part, onednn: bool) -> float:
+    """Seconds of one unprofiled epoch over ``part`` (the profiler's per-operator cost inflates small operators)."""
+    t0 = time.perf_counter()
+    GRU4Rec(replace(params, n_epochs=1), device="cpu", onednn_matmul=onednn).fit(part)
+    return time.perf_counter() - t0
+
+
+def matmul_ab(params, part, steps: int, pairs: int) -> dict:
+    """ms per step with training's products on oneDNN and on MKL, alternating (A/B back to back)."""
+    runs: dict[str, list[float]] = {"onednn": [], "mkl": []}
+    for _ in range(pairs):
+        for name in runs:
+            runs[name].append(round(_plain_epoch(params, part, name == "onednn") * 1e3 / steps, 2))
+    ratios = [a / b for a, b in zip(runs["onednn"], runs["mkl"])]
+    return {"ms_per_step": runs, "onednn_over_mkl": [round(r, 3) for r in ratios],
+            "onednn_keeps_float32": onednn_keeps_float32()}
+
+
+def run(config: str, sessions: int, threads: int | None, matmul: str = "onednn", pairs: int = 3) -> dict:
     dataset, params = CONFIGS[config]
     if threads:
         torch.set_num_threads(threads)
@@ -60,12 +79,12 @@ def run(config: str, sessions: int, threads: int | None) -> dict:
     steps = _steps(part, params.batch_size)
     gru = GRU4Rec(replace(params, n_epochs=1), device="cpu")
     gru.fit(part.head(2000))  # warm-up: first-call allocations and compilation stay outside the timings
-    t0 = time.perf_counter()
-    GRU4Rec(replace(params, n_epochs=1), device="cpu").fit(part)  # unprofiled: the profiler's per-operator cost
-    plain = time.perf_counter() - t0  # inflates small operators, so the wall time per step comes from this run
+    onednn = matmul != "mkl"
+    ab = matmul_ab(params, part, steps, pairs) if matmul == "both" else None
+    plain = _plain_epoch(params, part, onednn)
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        gru = GRU4Rec(replace(params, n_epochs=1), device="cpu").fit(part)
+        gru = GRU4Rec(replace(params, n_epochs=1), device="cpu", onednn_matmul=onednn).fit(part)
     wall = time.perf_counter() - t0
     groups: dict[str, float] = defaultdict(float)
     top = []
@@ -86,7 +105,9 @@ def run(config: str, sessions: int, threads: int | None) -> dict:
         "epoch_floor_s": round(matmul_ms * full_steps / 1e3, 1),
         "top_ops": [{"op": k, "ms_per_step": round(ms / steps, 3), "calls_per_step": round(c / steps, 2),
                      "group": _group(k)} for ms, k, c in sorted(top, reverse=True)[:20]],
-        "command": f"python -m bench.gru4rec_profile --config {config} --sessions {sessions}",
+        "matmul": "onednn" if onednn and onednn_keeps_float32() else "mkl",
+        **({"matmul_ab": ab} if ab else {}),
+        "command": f"python -m bench.gru4rec_profile --config {config} --sessions {sessions} --matmul {matmul}",
     }
 
 
@@ -101,9 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", choices=sorted(CONFIGS), default="diginetica-bprmax")
     parser.add_argument("--sessions", type=int, default=15000, help="training sessions in the profiled epoch")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--matmul", choices=("onednn", "mkl", "both"), default="onednn",
+                        help="training's float32 products on oneDNN (where it stays float32) or MKL; both: "
+                             "--pairs alternating unprofiled epochs of each first (models/onednn_matmul.py)")
+    parser.add_argument("--pairs", type=int, default=3)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(run(args.config, args.sessions, args.threads), indent=2))
+    print(json.dumps(run(args.config, args.sessions, args.threads, args.matmul, args.pairs), indent=2))
     return 0
 
 

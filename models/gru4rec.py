@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from models.dropout import NumpyDropout
+from models.onednn_matmul import onednn_float32_matmul
 from models.optim import IndexedAdagradM
 from models.sampling import SampleCache
 from models.session_batches import SessionParallelBatches, session_offsets
@@ -176,8 +177,9 @@ class GRU4RecModel(nn.Module):
         """
         keys = torch.cat([items, targets]) if self.constrained_embedding else targets
         rows, inverse = torch.unique(keys, return_inverse=True)
-        rows_w = self.Wy.weight.detach().index_select(0, rows).requires_grad_()
-        rows_b = self.By.weight.detach().index_select(0, rows).requires_grad_()
+        gathered = _padded(rows, ROW_BLOCK)
+        rows_w = self.Wy.weight.detach().index_select(0, gathered).requires_grad_()
+        rows_b = self.By.weight.detach().index_select(0, gathered).requires_grad_()
         inputs = None
         if self.constrained_embedding:
             inputs, inverse = rows_w.index_select(0, inverse[: len(items)]), inverse[len(items):]
@@ -194,10 +196,28 @@ class GRU4RecModel(nn.Module):
         input has a zero bias gradient, and an update with it would still move the row by its momentum.
         """
         target_rows = touched.is_target.nonzero().squeeze(1)
-        for table, rows, grad in ((self.Wy.weight, touched.rows, touched.weight.grad),
+        n = len(touched.rows)  # the gathered rows past n are padding (see _padded): no score reads them
+        for table, rows, grad in ((self.Wy.weight, touched.rows, touched.weight.grad[:n]),
                                   (self.By.weight, touched.rows[target_rows], touched.bias.grad[target_rows])):
             table.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), grad, table.shape, is_coalesced=True,
                                                  check_invariants=False)
+
+
+#: a step gathers its item rows in blocks of this many (see :func:`_padded`)
+ROW_BLOCK = 64
+
+
+def _padded(rows: torch.Tensor, block: int) -> torch.Tensor:
+    """``rows`` followed by copies of its first row up to a multiple of ``block``.
+
+    Why: the scores are a product with the gathered rows, and oneDNN builds (JIT-compiles) a kernel for each
+    new product shape, ~0.6 ms (models/onednn_matmul.py).  The number of distinct rows changes at every step;
+    in blocks of 64 a Diginetica epoch sees a handful of shapes instead of hundreds, for at most 63 extra
+    columns (~3%) that no target selects, so their scores get no gradient and the padded rows stay out of
+    the update.
+    """
+    extra = -len(rows) % block
+    return rows if extra == 0 else torch.cat([rows, rows[:1].expand(extra)])
 
 
 @dataclass
@@ -251,8 +271,11 @@ class GRU4Rec:
     (1, 3)
     """
 
-    def __init__(self, params: GRU4RecParams | None = None, device: str | None = None) -> None:
+    def __init__(self, params: GRU4RecParams | None = None, device: str | None = None,
+                 onednn_matmul: bool = True) -> None:
         self.params = params or GRU4RecParams()
+        # training's float32 products on oneDNN's kernel where it stays float32 (models.onednn_matmul)
+        self.onednn_matmul = onednn_matmul
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model: GRU4RecModel | None = None
         self.item_ids: pd.Index = pd.Index([], dtype=str)
@@ -364,44 +387,53 @@ class GRU4Rec:
         loss_fn = self._loss_fn()
         self.model.seed_dropout(p.seed)
         self.model.train()
-        for epoch in range(p.n_epochs):
-            t0 = time.perf_counter()
-            total, n_events = torch.zeros((), device=self.device), 0
-            hidden = [torch.zeros(p.batch_size, size, device=self.device) for size in p.layers]
-            for step in batches:
-                if step.reset is not None:
-                    for i, h in enumerate(hidden):
-                        h = h.detach()
-                        h[step.reset] = 0.0
-                        hidden[i] = h[step.keep] if step.keep is not None else h
-                else:
-                    hidden = [h.detach() for h in hidden]
-                n_valid = len(step.inputs)
-                targets = step.targets if sampler is None else torch.cat([step.targets, sampler.get_sample()])
-                self.model.zero_grad(set_to_none=True)
-                scores, touched = self.model.training_scores(step.inputs, hidden, targets)
-                loss = loss_fn(scores, targets, n_valid) / p.batch_size
-                loss.backward()
-                self.model.attach_row_grads(touched)
-                optimizer.step()
-                total += loss.detach() * p.batch_size
-                n_events += n_valid
-            seconds = time.perf_counter() - t0
-            mean_loss = float(total) / max(n_events, 1)
-            self.loss_history.append(mean_loss)
-            stats = {"loss": mean_loss, "events": n_events, "seconds": seconds, "events_per_s": n_events / seconds}
-            log.info("epoch %d: loss %.4f, %d events in %.1fs (%.0f events/s)", epoch + 1, mean_loss, n_events,
-                     seconds, n_events / seconds)
-            if progress is not None:
-                progress(epoch, stats)
-            if not math.isfinite(mean_loss):
-                log.error("training loss is %s at epoch %d: stopping; this model will not be evaluated",
-                          mean_loss, epoch + 1)
-                break
+        with onednn_float32_matmul(self.onednn_matmul and self.device.type == "cpu"):
+            for epoch in range(p.n_epochs):
+                t0 = time.perf_counter()
+                total, n_events = self._epoch(batches, sampler, optimizer, loss_fn)
+                seconds = time.perf_counter() - t0
+                mean_loss = float(total) / max(n_events, 1)
+                self.loss_history.append(mean_loss)
+                stats = {"loss": mean_loss, "events": n_events, "seconds": seconds,
+                         "events_per_s": n_events / seconds}
+                log.info("epoch %d: loss %.4f, %d events in %.1fs (%.0f events/s)", epoch + 1, mean_loss,
+                         n_events, seconds, n_events / seconds)
+                if progress is not None:
+                    progress(epoch, stats)
+                if not math.isfinite(mean_loss):
+                    log.error("training loss is %s at epoch %d: stopping; this model will not be evaluated",
+                              mean_loss, epoch + 1)
+                    break
         self.accumulators = {name: optimizer.state[param]["acc"].detach().clone()
                              for name, param in self.model.named_parameters() if "acc" in optimizer.state[param]}
         self.model.eval()
         return self
+
+    def _epoch(self, batches: SessionParallelBatches, sampler: SampleCache | None, optimizer: IndexedAdagradM,
+               loss_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """One pass over the session-parallel batches; returns the summed loss and the number of events."""
+        p = self.params
+        total, n_events = torch.zeros((), device=self.device), 0
+        hidden = [torch.zeros(p.batch_size, size, device=self.device) for size in p.layers]
+        for step in batches:
+            if step.reset is not None:
+                for i, h in enumerate(hidden):
+                    h = h.detach()
+                    h[step.reset] = 0.0
+                    hidden[i] = h[step.keep] if step.keep is not None else h
+            else:
+                hidden = [h.detach() for h in hidden]
+            n_valid = len(step.inputs)
+            targets = step.targets if sampler is None else torch.cat([step.targets, sampler.get_sample()])
+            self.model.zero_grad(set_to_none=True)
+            scores, touched = self.model.training_scores(step.inputs, hidden, targets)
+            loss = loss_fn(scores, targets, n_valid) / p.batch_size
+            loss.backward()
+            self.model.attach_row_grads(touched)
+            optimizer.step()
+            total += loss.detach() * p.batch_size
+            n_events += n_valid
+        return total, n_events
 
     @torch.no_grad()
     def _add_items(self, new_items: pd.Index) -> None:
