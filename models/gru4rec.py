@@ -180,24 +180,31 @@ class GRU4RecModel(nn.Module):
         gathered = _padded(rows, ROW_BLOCK)
         rows_w = self.Wy.weight.detach().index_select(0, gathered).requires_grad_()
         rows_b = self.By.weight.detach().index_select(0, gathered).requires_grad_()
-        inputs = None
-        if self.constrained_embedding:
-            inputs, inverse = rows_w.index_select(0, inverse[: len(items)]), inverse[len(items):]
+        inputs = input_rows = None
+        if self.constrained_embedding:  # the inputs' rows are a leaf of their own (see attach_row_grads)
+            input_rows, inverse = inverse[: len(items)], inverse[len(items):]
+            inputs = self.Wy.weight.detach().index_select(0, items).requires_grad_()
         out = self.hidden_step(items, hidden, training=True, inputs=inputs)
         scores = torch.addmm(rows_b.T, out, rows_w.T).index_select(1, inverse)
         is_target = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
         is_target[inverse] = True
-        return scores, ItemRows(rows, rows_w, rows_b, is_target)
+        return scores, ItemRows(rows, rows_w, rows_b, is_target, inputs, input_rows)
 
     def attach_row_grads(self, touched: ItemRows) -> None:
         """After ``backward``: hand the gathered rows' gradients to ``Wy`` / ``By`` as coalesced sparse gradients.
 
         ``By`` gets the rows of the targets only, as its lookup of the targets gave it: a row that is only an
         input has a zero bias gradient, and an update with it would still move the row by its momentum.
+        With the constrained embedding the inputs' gradients (batch rows) are added into their rows' here:
+        through a gather from the gathered rows, autograd made a zeroed full-size buffer for them and added it
+        to the scores' gradient, two passes over all rows for a batch's worth of them.
         """
         target_rows = touched.is_target.nonzero().squeeze(1)
         n = len(touched.rows)  # the gathered rows past n are padding (see _padded): no score reads them
-        for table, rows, grad in ((self.Wy.weight, touched.rows, touched.weight.grad[:n]),
+        weight_grad = touched.weight.grad
+        if touched.inputs is not None:
+            weight_grad.index_add_(0, touched.input_rows, touched.inputs.grad)
+        for table, rows, grad in ((self.Wy.weight, touched.rows, weight_grad[:n]),
                                   (self.By.weight, touched.rows[target_rows], touched.bias.grad[target_rows])):
             table.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), grad, table.shape, is_coalesced=True,
                                                  check_invariants=False)
@@ -228,6 +235,8 @@ class ItemRows:
     weight: torch.Tensor
     bias: torch.Tensor
     is_target: torch.Tensor  # per row: whether a target's (so a score's) row, not only an input's
+    inputs: torch.Tensor | None = None  # constrained embedding: leaf copies of the inputs' rows, one per input
+    input_rows: torch.Tensor | None = None  # and each input's position among ``rows``
 
 
 @dataclass
