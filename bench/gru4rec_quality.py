@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the first seed of --seeds")
     parser.add_argument("--reference", help="a checkout of hidasib/GRU4Rec_PyTorch_Official to run beside (--seeds)")
     parser.add_argument("--reference-python", default=sys.executable, help="the interpreter that runs the reference "
-                        "(it needs joblib besides torch, numpy and pandas)")
+                        "(it needs joblib besides torch and pandas, and numpy < 2: under numpy 2's type promotion "
+                        "its initialisation makes float64 matrices that torch 2.15 refuses to set into "
+                        "float32 weights)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time with --seeds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

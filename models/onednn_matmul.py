@@ -3,7 +3,8 @@
 Why: torch sends a CPU float32 product to MKL's ``sgemm``.  On this project's machines (AMD EPYC with
 AVX-512) that reaches ~180 GFLOPS on two cores, while oneDNN's ``brg_matmul:avx512_core`` kernel, for the same
 float32 operands and a float32 result, reaches ~225: the GRU4Rec step's seven products (~1.9 GFLOP) are half
-its time, and the step is ~8% shorter (``python -m bench.gru4rec_profile --matmul both``).
+its time, and the step is 5-10% shorter (``python -m bench.gru4rec_profile --matmul both``: 0.90-0.95 of
+MKL's step time in four alternating pairs).
 
 torch routes float32 products to oneDNN only when oneDNN is allowed a lower internal precision
 (``torch.backends.mkldnn.matmul.fp32_precision = "bf16"``, as ``torch.set_float32_matmul_precision("medium")``
