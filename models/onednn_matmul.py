@@ -13,7 +13,8 @@ problem (AMX, for instance); elsewhere it runs its float32 kernel.  So :func:`on
 measures what the permission does on this machine: products of the training step's shapes under it must equal
 float64 products to float32 rounding (a relative error under ``MAX_RELATIVE_ERROR``; bfloat16 operands give
 ~1e-3).  Where they do not, the context leaves torch as it was, and training keeps MKL.  The probe runs once per
-process.
+process.  torch's setting is process-wide while the block runs; training runs in a process of its own (the
+retrain job is a subprocess of the trainer), so no ranking thread shares it.
 
 Examples
 --------
