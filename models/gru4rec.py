@@ -232,8 +232,8 @@ class ItemRows:
     """The item rows one training step touches: sorted distinct indices and leaf copies of their ``Wy`` / ``By`` rows."""
 
     rows: torch.Tensor
-    weight: torch.Tensor
-    bias: torch.Tensor
+    weight: torch.Tensor  # one row per index of ``rows``, then the padding rows of :func:`_padded`
+    bias: torch.Tensor  # the same rows of ``By``
     is_target: torch.Tensor  # per row: whether a target's (so a score's) row, not only an input's
     inputs: torch.Tensor | None = None  # constrained embedding: leaf copies of the inputs' rows, one per input
     input_rows: torch.Tensor | None = None  # and each input's position among ``rows``

@@ -20,12 +20,13 @@ Examples
 --------
 >>> import torch
 >>> a, b = torch.randn(64, 256, generator=torch.Generator().manual_seed(0)), torch.ones(256, 32)
+>>> before = torch.backends.mkldnn.matmul.fp32_precision
 >>> with onednn_float32_matmul():
 ...     product = a @ b
 >>> bool(relative_error(product, a.double() @ b.double()) < MAX_RELATIVE_ERROR)
 True
->>> torch.backends.mkldnn.matmul.fp32_precision  # restored on leaving
-'none'
+>>> torch.backends.mkldnn.matmul.fp32_precision == before  # restored on leaving
+True
 """
 
 from __future__ import annotations
