@@ -184,7 +184,7 @@ def _promote_here(gru_path: Path, prerank: bool) -> int:
     """The child of :func:`_promote_major` (settings from the environment)."""
     settings = Settings()
     client = redis.Redis.from_url(settings.redis)
-    registry = ModelRegistry(client, settings.topic_prefix)
+    registry = ModelRegistry(client, settings.topic_prefix, **settings.registry_pacing())  # as the retrain job's
     version = publish_first_version(registry, GRU4Rec.load(gru_path, device="cpu"), promote=False)
     started = time.perf_counter()
     pre = prerank_candidate(settings, client, registry, version) if prerank else {"sessions": 0, "skipped": "off"}

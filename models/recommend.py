@@ -91,7 +91,8 @@ class LoadedModel:
             w, b, ids_list = mv.gru.item_embeddings()
             emb = torch.cat([torch.as_tensor(w), torch.zeros(1, w.shape[1])])
             ids, index, moments = list(ids_list), {item: i for i, item in enumerate(ids_list)}, None
-            catalog = CatalogIndex(torch.as_tensor(w), torch.as_tensor(b), min_items=ann_min_items, probe=ann_probe)
+            catalog = CatalogIndex(torch.as_tensor(w), torch.as_tensor(b), min_items=ann_min_items, probe=ann_probe,
+                                   trained=mv.index)  # the lists the registry stored with the version, if any
         explorers = [ranker_for(mv, w, seed) for w in np.atleast_2d(mv.explorers)]
         return cls(mv, ranker_for(mv, mv.ranker, seed), explorers, emb, ids, index, catalog, moments)
 

@@ -7,6 +7,7 @@ Keys (``ns`` is a namespace prefix, empty in production, unique per test)::
     {ns}model:{v}:gru:{i}         GRU4Rec (torch state, hyperparameters, item ids), chunk i  - major versions only
     {ns}model:{v}:items:{i}       JSON list of item ids, chunk i                             - major versions only
     {ns}model:{v}:emb:{i}         float32 item embeddings, row per item, chunk i             - major versions only
+    {ns}model:{v}:index:{i}       the recall index's trained lists and codes (faiss), chunk i - major, large catalogs
     {ns}model:{v}:ranker          float32 ranker weights W
     {ns}model:{v}:explorer        float32 explorers' weights W + ΔW_j, one row each (DBGD: one; MGD: several)
     {ns}model:current             the promoted version
@@ -32,6 +33,18 @@ command: Redis caps a string at 512 MB and blocks every client while it handles 
 391 MB with AOF on, a reader's p99 was 80-83 ms in 16 MiB chunks and 30-32 ms in 1 MiB chunks, two runs
 each of ``python -m bench.registry_publish --chunk-mb 16`` / ``--chunk-mb 1``.)
 
+**Large blobs are paced** where a process is given ``read_mb_s`` / ``write_mb_s`` (the settings
+``registry_read_mb_s`` / ``registry_write_mb_s``): every process that shares Redis with the click path and
+serving does.  Redis serves one command at a time, and with AOF on every byte written is also appended to
+its log: a process reading 1 MiB chunks back to back kept a 500/s loop of small reads at p99 97-374 ms,
+one writing them back to back at 165-307 ms (2 ms without it); paced, that loop's p99 was 2.8-5.8 ms
+reading at ~25-50 MB/s and 3.9-4.5 ms writing at ~10 MB/s (docs/benchmarks.md, "Serving").
+
+**The recall index is trained once**, when a major version of a catalog of ``index_min_items`` or more is
+published: its lists and codes (``CatalogIndex.trained_index``, 1.6 MB for 43k items) are stored with it,
+and every process that switches to the version reads them back instead of running k-means again (~0.8 s
+of a core for 43k items, which a serving process spent beside the requests it was answering).
+
 A minor version (a DBGD step) stores only ranker weights and points at its parent's GRU and
 embeddings through ``gru_version``.  Pruning keeps the newest ``keep`` versions, the current one, the
 last ``keep_majors`` promoted major versions and every GRU they reference.
@@ -51,6 +64,7 @@ import redis
 import torch
 
 from models.gru4rec import GRU4Rec
+from models.recall import CatalogIndex
 from models.ranker import DuelingQNetwork
 
 log = logging.getLogger(__name__)
@@ -76,7 +90,8 @@ return {1, current}
 """
 
 CHUNK_BYTES = 1024 * 1024
-_BLOBS = ("gru", "emb", "items")
+INDEX_MIN_ITEMS = 10_000  # CatalogIndex's own default: smaller catalogs are scored exactly
+_BLOBS = ("gru", "emb", "items", "index")
 _PARTS = ("meta", "ranker", "explorer")
 
 
@@ -103,6 +118,15 @@ class ModelVersion:
     gru: GRU4Rec
     ranker: np.ndarray
     explorers: np.ndarray      # (n, d): the explorers' weights, one row each (DBGD has one, MGD several)
+    index: bytes | None = None  # the recall index's trained lists (CatalogIndex.trained_index); None: build them
+
+
+def _pace(started: float, done_bytes: int, mb_s: float) -> None:
+    """Sleep until ``done_bytes`` since ``started`` is no faster than ``mb_s`` MiB/s (0: no limit)."""
+    if mb_s > 0:
+        wait = started + done_bytes / (mb_s * 2**20) - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
 
 def version_number(version: str) -> int:
@@ -151,8 +175,11 @@ def check_gru(gru: GRU4Rec) -> None:
 
 class ModelRegistry:
     def __init__(self, client: redis.Redis, namespace: str = "", keep: int = 10, keep_majors: int = 4,
-                 chunk_bytes: int = CHUNK_BYTES) -> None:
+                 chunk_bytes: int = CHUNK_BYTES, index_min_items: int = INDEX_MIN_ITEMS, read_mb_s: float = 0.0,
+                 write_mb_s: float = 0.0) -> None:
+        """``read_mb_s`` / ``write_mb_s`` pace the blobs' chunks (0: as fast as Redis takes them); see the module."""
         self.r, self.ns, self.keep, self.keep_majors, self.chunk_bytes = client, namespace, keep, keep_majors, chunk_bytes
+        self.index_min_items, self.read_mb_s, self.write_mb_s = index_min_items, read_mb_s, write_mb_s
         self._promote = self.r.register_script(_PROMOTE)
         self._new_id = self.r.register_script(_NEW_ID)
         self._checked_grus: set[str] = set()
@@ -175,15 +202,22 @@ class ModelRegistry:
         return f"v{int(self._new_id(keys=[f'{self.ns}model:seq'], args=[self.ns]))}"
 
     def _write_blob(self, version: str, part: str, data: bytes) -> int:
-        """``data`` as chunks of at most ``chunk_bytes``, one command each; returns the number of chunks."""
+        """``data`` as chunks of at most ``chunk_bytes``, one command each (paced); returns the number of chunks."""
         chunks = max(1, -(-len(data) // self.chunk_bytes))
-        view = memoryview(data)
+        view, started = memoryview(data), time.monotonic()
         for i in range(chunks):
+            if i:
+                _pace(started, i * self.chunk_bytes, self.write_mb_s)
             self.r.set(self.key(version, f"{part}:{i}"), bytes(view[i * self.chunk_bytes:(i + 1) * self.chunk_bytes]))
         return chunks
 
     def _read_blob(self, version: str, part: str, chunks: int) -> bytes:
-        parts = [self.r.get(self.key(version, f"{part}:{i}")) for i in range(chunks)]
+        parts, started, done = [], time.monotonic(), 0
+        for i in range(chunks):
+            if i:
+                _pace(started, done, self.read_mb_s)
+            parts.append(self.r.get(self.key(version, f"{part}:{i}")))
+            done += len(parts[-1] or b"")
         if any(p is None for p in parts):
             raise LookupError(f"model version {version} is incomplete in the registry ({part})")
         return b"".join(parts)
@@ -204,10 +238,14 @@ class ModelRegistry:
         except Exception as err:  # noqa: BLE001 - whatever torch raises, the blob is not publishable
             raise InvalidModel(f"the GRU4Rec blob does not load back: {err}") from err
         version = self._new_version()
-        emb, _bias, ids = gru.item_embeddings()
+        emb, bias, ids = gru.item_embeddings()
         chunks = {"gru": self._write_blob(version, "gru", buf.getvalue()),
                   "emb": self._write_blob(version, "emb", emb.astype(np.float32).tobytes()),
                   "items": self._write_blob(version, "items", json.dumps(ids).encode())}
+        if len(ids) >= self.index_min_items:
+            index = CatalogIndex(torch.from_numpy(emb), torch.from_numpy(bias), min_items=0).trained_index()
+            if index is not None:
+                chunks["index"] = self._write_blob(version, "index", index)
         meta = {"kind": kind, "parent": parent, "created": time.time(), "gru_version": version,
                 "n_items": len(ids), "hidden": int(gru.model.layers[-1]), "chunks": chunks, "summary": summary or {}}
         pipe = self.r.pipeline(transaction=True)
@@ -384,7 +422,12 @@ class ModelRegistry:
         if ranker is None or explorer is None:
             raise LookupError(f"model version {version} is incomplete in the registry")
         if loaded is not None and loaded.meta.get("gru_version") == meta["gru_version"]:
-            gru = loaded.gru
-        else:
-            gru = self._load_gru(meta["gru_version"], device)
-        return ModelVersion(version, meta, gru, *_weights(ranker, explorer))
+            return ModelVersion(version, meta, loaded.gru, *_weights(ranker, explorer), loaded.index)
+        gru = self._load_gru(meta["gru_version"], device)
+        return ModelVersion(version, meta, gru, *_weights(ranker, explorer), self.trained_index(meta["gru_version"]))
+
+    def trained_index(self, gru_version: str) -> bytes | None:
+        """The recall index's trained lists stored with a major version, or None (a small catalog, or a version
+        published before they were stored)."""
+        chunks = int(self.meta(gru_version).get("chunks", {}).get("index", 0))
+        return self._read_blob(gru_version, "index", chunks) if chunks else None

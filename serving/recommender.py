@@ -69,7 +69,7 @@ class ServingRecommender:
         self.slow = redis.Redis.from_url(settings.redis, socket_timeout=10.0, socket_connect_timeout=2.0)
         self.sessions = SessionStore(self.fast, settings.topic_prefix, settings.session_ttl_s,
                                      settings.session_max_items)
-        self.registry = ModelRegistry(self.slow, namespace=settings.topic_prefix)
+        self.registry = ModelRegistry(self.slow, namespace=settings.topic_prefix, **settings.registry_pacing())
         self.preranked = PreRankings(self.fast, settings.topic_prefix, settings.session_ttl_s)
         self.models = ModelCache(self.registry, settings.seed, refresh_s=0.0, ann_min_items=settings.ann_min_items,
                                  freeze_gc=freeze_gc, ann_probe=settings.ann_probe)

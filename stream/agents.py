@@ -52,7 +52,7 @@ model_updates_topic = app.topic(settings.topic(MODEL_UPDATES), partitions=settin
 feedback_topic = app.topic(FEEDBACK_TOPIC, partitions=1, value_serializer="json")
 
 redis_client = redis.Redis.from_url(settings.redis, socket_timeout=2.0, socket_connect_timeout=2.0)
-registry = ModelRegistry(redis_client, namespace=settings.topic_prefix)
+registry = ModelRegistry(redis_client, namespace=settings.topic_prefix, **settings.registry_pacing())
 recommender = OnlineRecommender(
     settings, registry, SessionStore(redis_client, settings.topic_prefix, settings.session_ttl_s, settings.session_max_items,
                                      cache_size=settings.session_cache),
@@ -196,7 +196,8 @@ async def serve_prometheus() -> None:
 
 
 controller = Controller(settings, ModelRegistry(redis_client, namespace=settings.topic_prefix,
-                                               keep=settings.registry_keep, keep_majors=settings.registry_keep_majors),
+                                               keep=settings.registry_keep, keep_majors=settings.registry_keep_majors,
+                                               **settings.registry_pacing()),
                         RedisControlStore(redis_client, settings.topic_prefix),
                         ProcessTrainer(settings, Path(settings.data_dir) / "retrain-logs"))
 

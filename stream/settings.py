@@ -200,6 +200,11 @@ class Settings(BaseSettings):
     registry_keep: int = Field(10, ge=1, description="newest versions kept (besides current and the kept majors)")
     registry_keep_majors: int = Field(4, ge=2, description="promoted major versions kept: the current one's and "
                                       "at least 3 before it, for rollback")
+    registry_read_mb_s: float = Field(40.0, ge=0, description="MiB/s at most at which a process reads a version's "
+                                      "blobs (a new major version's GRU: 34 MB for Diginetica): Redis answers the "
+                                      "click path and serving meanwhile; 0: no limit")
+    registry_write_mb_s: float = Field(10.0, ge=0, description="MiB/s at most at which the retrain job publishes a "
+                                       "version's blobs: each byte also goes to Redis' AOF; 0: no limit")
 
     # --- the serving endpoint (python -m serving)
     serving_host: str = Field("127.0.0.1", description="interface the HTTP server binds")
@@ -224,6 +229,10 @@ class Settings(BaseSettings):
         from models.recommend import CandidateParams  # here: importing the settings must not import torch
 
         return CandidateParams(self.candidates_gru, self.candidates_popular, self.candidates_fresh, self.exclude_seen)
+
+    def registry_pacing(self) -> dict[str, float]:
+        """``ModelRegistry``'s ``read_mb_s`` and ``write_mb_s``: every process that shares Redis with serving passes them."""
+        return {"read_mb_s": self.registry_read_mb_s, "write_mb_s": self.registry_write_mb_s}
 
     def topic(self, name: str) -> str:
         """The full topic name for one of the wire contracts (``clicks``, ``recommendations``, ...)."""

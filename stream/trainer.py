@@ -94,7 +94,7 @@ def run_job(settings: Settings, job: dict) -> dict:
     client = redis.Redis.from_url(settings.redis)
     store = RedisControlStore(client, settings.topic_prefix)
     registry = ModelRegistry(client, namespace=settings.topic_prefix, keep=settings.registry_keep,
-                             keep_majors=settings.registry_keep_majors)
+                             keep_majors=settings.registry_keep_majors, **settings.registry_pacing())
     try:
         started = time.time()
         clicks = read_window(settings.kafka, settings.topic(CLICKS), job["since"], until=job.get("until"))

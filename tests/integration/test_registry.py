@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import torch
 
 from models.__main__ import publish_first_version
 from models.gru4rec import GRU4Rec
-from models.recommend import ModelCache
+from models.recall import CatalogIndex
+from models.recommend import LoadedModel, ModelCache
 from models.registry import InvalidModel, ModelRegistry, StaleBase, version_number
 
 from tests.model_helpers import small_gru
@@ -138,6 +140,51 @@ def test_large_blobs_are_stored_in_chunks_no_larger_than_the_limit_and_load_back
     items = torch.tensor([[1, 2, 3]])
     torch.testing.assert_close(loaded.gru.forward_sequence(items)[1], gru.forward_sequence(items)[1])
     np.testing.assert_array_equal(registry.embeddings(v1), gru.item_embeddings()[0])
+
+
+def test_paced_blobs_are_written_and_read_no_faster_than_the_limit_and_load_back_equal(services, prefix):
+    """A process sharing Redis with serving spreads a version's blobs over time instead of hogging Redis (and its
+    AOF); what it stores and reads back is the same as unpaced."""
+    client = redis.Redis.from_url(services.redis)
+    gru = small_gru(1, items=300)
+    fast = ModelRegistry(client, namespace=prefix + "fast-", chunk_bytes=4096)
+    paced = ModelRegistry(client, namespace=prefix, chunk_bytes=4096, read_mb_s=0.25, write_mb_s=0.25)
+    t0 = time.monotonic()
+    v_fast = publish_first_version(fast, gru)
+    t1 = time.monotonic()
+    v = publish_first_version(paced, gru)
+    t2 = time.monotonic()
+    gru_bytes = sum(client.strlen(k) for k in client.scan_iter(f"{prefix}model:{v}:gru:*"))
+    limit = 0.25 * 2**20
+    assert t2 - t1 >= (gru_bytes - 4096) / limit and t2 - t1 > 3 * (t1 - t0), (t2 - t1, t1 - t0, gru_bytes)
+    t3 = time.monotonic()
+    blob = paced.gru_blob(v)
+    assert time.monotonic() - t3 >= (gru_bytes - 4096) / limit
+    assert blob == fast.gru_blob(v_fast) and len(blob) == gru_bytes
+    np.testing.assert_array_equal(paced.embeddings(v), fast.embeddings(v_fast))
+
+
+def test_a_major_version_carries_its_recall_index_and_a_switch_reads_it_instead_of_building_it(services, prefix):
+    """The lists and codes are trained once, at publication; a process switching to the version (and to its DBGD
+    steps) ranks with the very index it would have built, and pruning removes them with the version."""
+    registry = ModelRegistry(redis.Redis.from_url(services.redis), namespace=prefix, chunk_bytes=4096,
+                             index_min_items=0, keep=1, keep_majors=1)
+    gru = small_gru(1, items=300)
+    v1 = publish_first_version(registry, gru)
+    assert registry.meta(v1)["chunks"]["index"] >= 1
+    w, e = registry.ranker_weights(v1)
+    step = registry.publish_minor(v1, w * 1.1, e)
+    major = registry.load(v1)
+    minor = registry.load(step, loaded=major)
+    assert major.index is not None and minor.index == major.index
+    stored = LoadedModel.from_version(major, seed=0, ann_min_items=0)
+    built = CatalogIndex(*map(torch.from_numpy, gru.item_embeddings()[:2]), min_items=0)
+    h = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    for got, want in zip(stored.catalog.top(h, 20), built.top(h, 20)):
+        assert torch.equal(got, want)
+    assert LoadedModel.from_version(minor, seed=0, previous=stored, ann_min_items=0).catalog is stored.catalog
+    v2 = publish_first_version(registry, small_gru(2, items=300))  # promoted: v1 and its step are pruned
+    assert v2 != v1 and not list(registry.r.scan_iter(f"{prefix}model:{v1}:index:*"))
 
 
 def test_rollback_reaches_the_previous_three_major_versions_after_many_dbgd_steps(registry):
