@@ -54,7 +54,7 @@ from stream.online import OnlineRecommender
 from stream.records import Click
 from stream.settings import Settings
 from stream.topics import ensure_topics
-from stream.priority import lower_process_priority
+from stream.priority import lowered
 from stream.trainer import prerank_candidate
 
 
@@ -171,12 +171,12 @@ def _wrk(base: str, sessions: list[str], connections: int, seconds: float, state
 
 def _promote_major(env: dict, gru_path: Path, prerank: bool) -> dict:
     """Publish the GRU at ``gru_path`` as a major version, pre-rank unless told not to, promote it: in a process of
-    its own, at the retrain job's priority (``stream.priority.lower_process_priority``), as the job runs."""
+    its own, at the retrain job's priority (``stream.priority.lowered``), as the job runs."""
     settings = Settings()
-    out = subprocess.run([sys.executable, "-m", "bench.serving_latency", "--promote", str(gru_path)]
-                         + ([] if prerank else ["--no-prerank"]), env=env, cwd=ROOT, check=True, capture_output=True,
-                         text=True, start_new_session=True,
-                         preexec_fn=lambda: lower_process_priority(settings.retrain_nice, settings.retrain_sched_idle))
+    command = [sys.executable, "-m", "bench.serving_latency", "--promote", str(gru_path)] + ([] if prerank else
+                                                                                            ["--no-prerank"])
+    out = subprocess.run(lowered(command, settings.retrain_nice, settings.retrain_sched_idle), env=env, cwd=ROOT,
+                         check=True, capture_output=True, text=True, start_new_session=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -29,7 +29,7 @@ from models.retrain import RetrainConfig, train_candidate
 from models.sessions import SessionStore
 from stream.clicklog import read_window
 from stream.control.store import RedisControlStore
-from stream.priority import lower_process_priority
+from stream.priority import lowered
 from stream.settings import Settings
 from stream.topics import CLICKS, RECOMMENDATIONS
 
@@ -54,15 +54,13 @@ class ProcessTrainer:
             out = open(self.log_dir / f"retrain-{job['id']}.log", "wb")  # noqa: SIM115 - closed below
         try:
             self.procs[job["id"]] = subprocess.Popen(
-                [sys.executable, "-m", "stream", "retrain-job", json.dumps(job)], env=env, stdout=out, stderr=out,
-                stdin=subprocess.DEVNULL, cwd=str(ROOT), start_new_session=True, preexec_fn=self._lower_priority)
+                lowered([sys.executable, "-m", "stream", "retrain-job", json.dumps(job)], self.s.retrain_nice,
+                        self.s.retrain_sched_idle),
+                env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=str(ROOT), start_new_session=True)
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()  # the child has its own descriptor
         log.info("retrain job %s started as process %d", job["id"], self.procs[job["id"]].pid)
-
-    def _lower_priority(self) -> None:
-        lower_process_priority(self.s.retrain_nice, self.s.retrain_sched_idle)
 
     def alive(self, job_id: str) -> bool | None:
         proc = self.procs.get(job_id)
