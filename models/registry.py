@@ -36,9 +36,10 @@ each of ``python -m bench.registry_publish --chunk-mb 16`` / ``--chunk-mb 1``.)
 **Large blobs are paced** where a process is given ``read_mb_s`` / ``write_mb_s`` (the settings
 ``registry_read_mb_s`` / ``registry_write_mb_s``): every process that shares Redis with the click path and
 serving does.  Redis serves one command at a time, and with AOF on every byte written is also appended to
-its log: a process reading 1 MiB chunks back to back kept a 500/s loop of small reads at p99 97-374 ms,
-one writing them back to back at 165-307 ms (2 ms without it); paced, that loop's p99 was 2.8-5.8 ms
-reading at ~25-50 MB/s and 3.9-4.5 ms writing at ~10 MB/s (docs/benchmarks.md, "Serving").
+its log.  Publishing a Diginetica-sized model (43k items × 100) while another client reads 64 session keys
+per MGET: that read's p99 was 5.6-10.9 ms during an unpaced publish and 1.1-1.2 ms paced at 10 MiB/s
+(4.3 s instead of 1.0), 19-29 ms while the version was read back unpaced and 6.3-8.7 ms at 40 MiB/s
+(two runs of ``python -m bench.registry_publish --items 43097 --hidden 100 --skip-whole``).
 
 **The recall index is trained once**, when a major version of a catalog of ``index_min_items`` or more is
 published: its lists and codes (``CatalogIndex.trained_index``, 1.6 MB for 43k items) are stored with it,

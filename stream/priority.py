@@ -16,9 +16,9 @@ The priority is set by a tiny launcher, not between fork and exec: :func:`lowere
 ``python -m stream.priority --nice N [--sched-idle] -- command...``, which lowers its own priority and
 execs the command (niceness, autogroup and policy carry over).  A ``preexec_fn`` forces Python to
 ``fork()`` the parent, and forking a process of a few GB (a worker, or a benchmark holding the catalog)
-copies its page tables while its other threads wait: in a 500/s request loop in a 2 GB process, spawning
-children with a ``preexec_fn`` gave p99 8.4-16.2 ms against 2.4-3.4 ms without (one outlier 54 ms; a
-throwaway loop, 2026-12-07), and every retrain job started that way.
+copies its page tables while its other threads wait.  In ``python -m bench.serving_latency`` the second
+in which the job started had p99 20-52 ms in 8 runs started with a ``preexec_fn``, and 4.8, 6.1 and
+15.7 ms in three of four runs through the launcher (the fourth was slow before the job too: 9.7-26 ms a second).
 """
 
 from __future__ import annotations
