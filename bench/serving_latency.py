@@ -28,7 +28,6 @@ Prints one JSON object, with the issue's aims (``aims``) beside the figures.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import re
@@ -195,8 +194,9 @@ def _promote_here(gru_path: Path, prerank: bool) -> int:
 
 
 def _perturbed(registry: ModelRegistry, version: str, factor: float, path: Path) -> Path:
-    """A different GRU of the same shape (a promotion loads and indexes it anew, and re-encodes every session)."""
-    gru = GRU4Rec.load(io.BytesIO(registry.gru_blob(version)), device="cpu")
+    """A different GRU of the same shape (a promotion loads and indexes it anew, and re-encodes every session), with
+    its optimiser's state, as a retrain's candidate has it (the job publishes that too)."""
+    gru = registry.training_gru(version)
     with torch.no_grad():
         gru.model.Wy.weight.mul_(factor)
     gru.save(path)

@@ -543,11 +543,12 @@ class GRU4Rec:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path: str | Path | BinaryIO) -> None:
+    def save(self, path: str | Path | BinaryIO, accumulators: bool = True) -> None:
+        """The model; with its optimiser's ``accumulators`` (as large as the item weights) unless told not to."""
         assert self.model is not None, "the model is not trained"
         torch.save({"params": asdict(self.params), "item_ids": list(map(str, self.item_ids)),
                     "state_dict": self.model.state_dict(), "loss_history": self.loss_history,
-                    "accumulators": self.accumulators}, path)
+                    "accumulators": self.accumulators if accumulators else {}}, path)
 
     @classmethod
     def load(cls, path: str | Path | BinaryIO, device: str | None = None) -> "GRU4Rec":

@@ -5,6 +5,7 @@ Keys (``ns`` is a namespace prefix, empty in production, unique per test)::
     {ns}model:seq                 the last version number handed out (see below)
     {ns}model:{v}:meta            JSON: kind (major|minor), parent, created, gru_version, chunks, summary
     {ns}model:{v}:gru:{i}         GRU4Rec (torch state, hyperparameters, item ids), chunk i  - major versions only
+    {ns}model:{v}:optim:{i}       the GRU's optimiser accumulators (torch), chunk i: for warm starts only
     {ns}model:{v}:items:{i}       JSON list of item ids, chunk i                             - major versions only
     {ns}model:{v}:emb:{i}         float32 item embeddings, row per item, chunk i             - major versions only
     {ns}model:{v}:index:{i}       the recall index's trained lists and codes (faiss), chunk i - major, large catalogs
@@ -92,7 +93,7 @@ return {1, current}
 
 CHUNK_BYTES = 1024 * 1024
 INDEX_MIN_ITEMS = 10_000  # CatalogIndex's own default: smaller catalogs are scored exactly
-_BLOBS = ("gru", "emb", "items", "index")
+_BLOBS = ("gru", "optim", "emb", "items", "index")
 _PARTS = ("meta", "ranker", "explorer")
 
 
@@ -232,8 +233,9 @@ class ModelRegistry:
         ranker, explorers = np.asarray(ranker, dtype=np.float32), np.asarray(explorers, dtype=np.float32)
         check_gru(gru)
         check_ranker(ranker, explorers, gru.model.layers[-1])
-        buf = io.BytesIO()
-        gru.save(buf)
+        buf, optim = io.BytesIO(), io.BytesIO()
+        gru.save(buf, accumulators=False)  # what scoring needs; the accumulators only a warm start reads
+        torch.save(gru.accumulators, optim)
         try:
             GRU4Rec.load(io.BytesIO(buf.getvalue()), device="cpu")
         except Exception as err:  # noqa: BLE001 - whatever torch raises, the blob is not publishable
@@ -243,6 +245,8 @@ class ModelRegistry:
         chunks = {"gru": self._write_blob(version, "gru", buf.getvalue()),
                   "emb": self._write_blob(version, "emb", emb.astype(np.float32).tobytes()),
                   "items": self._write_blob(version, "items", json.dumps(ids).encode())}
+        if gru.accumulators:
+            chunks["optim"] = self._write_blob(version, "optim", optim.getvalue())
         if len(ids) >= self.index_min_items:
             index = CatalogIndex(torch.from_numpy(emb), torch.from_numpy(bias), min_items=0).trained_index()
             if index is not None:
@@ -386,7 +390,7 @@ class ModelRegistry:
         return json.loads(raw)
 
     def gru_blob(self, gru_version: str) -> bytes:
-        """The serialised GRU4Rec of a major version (joined from its chunks)."""
+        """The serialised GRU4Rec of a major version (joined from its chunks), without its optimiser's state."""
         meta = self.meta(gru_version)
         return self._read_blob(gru_version, "gru", int(meta.get("chunks", {}).get("gru", 1)))
 
@@ -398,6 +402,18 @@ class ModelRegistry:
 
     def _load_gru(self, gru_version: str, device: str | None = "cpu") -> GRU4Rec:
         return GRU4Rec.load(io.BytesIO(self.gru_blob(gru_version)), device=device)
+
+    def training_gru(self, gru_version: str) -> GRU4Rec:
+        """A major version's GRU4Rec with its optimiser's accumulators: what a warm-started retrain continues from.
+
+        Scoring never needs them, so they are a blob of their own: a process switching to the version reads
+        half the bytes (17 of 34 MB for Diginetica with 100 units)."""
+        gru = self._load_gru(gru_version)
+        chunks = int(self.meta(gru_version).get("chunks", {}).get("optim", 0))
+        if chunks:
+            gru.accumulators = dict(torch.load(io.BytesIO(self._read_blob(gru_version, "optim", chunks)),
+                                               map_location="cpu", weights_only=True))
+        return gru
 
     def ranker_weights(self, version: str) -> tuple[np.ndarray, np.ndarray]:
         """(W, explorers (n, d)) of a version without loading its GRU: what the DBGD rounds need."""

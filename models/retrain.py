@@ -26,7 +26,6 @@ The log arrives as data (lists of click and slate records): reading it from Kafk
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -281,9 +280,8 @@ def train_candidate(registry: ModelRegistry, clicks: list[dict], slates: list[di
     if train["SessionId"].nunique() < config.min_sessions or test.empty:
         return Candidate(None, f"too little data: {n_sessions} sessions in the window "
                                            f"(at least {config.min_sessions} with 2+ clicks needed)")
-    blob = registry.gru_blob(meta["gru_version"])
-    old = GRU4Rec.load(io.BytesIO(blob), device="cpu")
-    new = GRU4Rec.load(io.BytesIO(blob), device="cpu")  # the copy that learns; the serving one stays untouched
+    old = registry.training_gru(meta["gru_version"])
+    new = registry.training_gru(meta["gru_version"])  # the copy that learns; the serving one stays untouched
     new.params.n_epochs = config.epochs
     if config.learning_rate is not None:
         new.params.learning_rate = config.learning_rate

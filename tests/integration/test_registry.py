@@ -134,12 +134,28 @@ def test_large_blobs_are_stored_in_chunks_no_larger_than_the_limit_and_load_back
     chunks = registry.meta(v1)["chunks"]
     assert chunks["gru"] > 3 and chunks["emb"] > 3
     blobs = [k for k in registry.r.scan_iter(f"{prefix}model:{v1}:*") if k.decode().split(":")[-2] in
-             ("gru", "emb", "items")]  # the rest (meta, W, W~) have a size set by the hidden units, not the catalog
+             ("gru", "optim", "emb", "items")]  # the rest (meta, W, W~) have a size set by the hidden units
     assert len(blobs) == sum(chunks.values()) and max(registry.r.strlen(k) for k in blobs) <= 4096
     loaded = registry.load(v1)
     items = torch.tensor([[1, 2, 3]])
     torch.testing.assert_close(loaded.gru.forward_sequence(items)[1], gru.forward_sequence(items)[1])
     np.testing.assert_array_equal(registry.embeddings(v1), gru.item_embeddings()[0])
+
+
+def test_the_optimiser_state_is_a_blob_of_its_own_read_only_for_a_warm_start(registry):
+    """Scoring processes read the GRU without its accumulators (half the bytes); a retrain gets them back."""
+    gru = small_gru(1, items=300)
+    assert gru.accumulators
+    v1 = publish_first_version(registry, gru)
+    assert registry.meta(v1)["chunks"]["optim"] >= 1
+    served = registry.load(v1).gru
+    assert served.accumulators == {}
+    training = registry.training_gru(v1)
+    assert training.accumulators.keys() == gru.accumulators.keys()
+    for name, acc in gru.accumulators.items():
+        torch.testing.assert_close(training.accumulators[name], acc, rtol=0, atol=0)
+    items = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(served.forward_sequence(items)[1], training.forward_sequence(items)[1])
 
 
 def test_paced_blobs_are_written_and_read_no_faster_than_the_limit_and_load_back_equal(services, prefix):
