@@ -233,9 +233,8 @@ class ModelRegistry:
         ranker, explorers = np.asarray(ranker, dtype=np.float32), np.asarray(explorers, dtype=np.float32)
         check_gru(gru)
         check_ranker(ranker, explorers, gru.model.layers[-1])
-        buf, optim = io.BytesIO(), io.BytesIO()
+        buf = io.BytesIO()
         gru.save(buf, accumulators=False)  # what scoring needs; the accumulators only a warm start reads
-        torch.save(gru.accumulators, optim)
         try:
             GRU4Rec.load(io.BytesIO(buf.getvalue()), device="cpu")
         except Exception as err:  # noqa: BLE001 - whatever torch raises, the blob is not publishable
@@ -246,6 +245,8 @@ class ModelRegistry:
                   "emb": self._write_blob(version, "emb", emb.astype(np.float32).tobytes()),
                   "items": self._write_blob(version, "items", json.dumps(ids).encode())}
         if gru.accumulators:
+            optim = io.BytesIO()
+            torch.save(gru.accumulators, optim)
             chunks["optim"] = self._write_blob(version, "optim", optim.getvalue())
         if len(ids) >= self.index_min_items:
             index = CatalogIndex(torch.from_numpy(emb), torch.from_numpy(bias), min_items=0).trained_index()

@@ -26,6 +26,7 @@ The log arrives as data (lists of click and slate records): reading it from Kafk
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -281,7 +282,7 @@ def train_candidate(registry: ModelRegistry, clicks: list[dict], slates: list[di
         return Candidate(None, f"too little data: {n_sessions} sessions in the window "
                                            f"(at least {config.min_sessions} with 2+ clicks needed)")
     old = registry.training_gru(meta["gru_version"])
-    new = registry.training_gru(meta["gru_version"])  # the copy that learns; the serving one stays untouched
+    new = copy.deepcopy(old)  # the copy that learns; the serving one stays untouched (read from Redis once)
     new.params.n_epochs = config.epochs
     if config.learning_rate is not None:
         new.params.learning_rate = config.learning_rate
