@@ -6,6 +6,8 @@ No Kafka: a real Redis (infra/local.py) and the benchmark model over Diginetica'
 recall, ``bench.common.diginetica_model``), one torch and one faiss thread.  For each batch size, the
 first ``--clicks`` test clicks (sessions interleaved, as ``bench.stream_throughput`` sends them: ~1,700
 sessions for 8,000 clicks, so most clicks continue a session) go through ``process`` batch after batch, and it reports the median wall and CPU ms per batch and the clicks/s that makes.
+The first batch, timed apart (``first_batch_ms``), reads and loads the version as a starting worker does, with
+the registry's paced reads (``--unpaced`` to compare).
 This is the worker's cost without Kafka, the intake or another process on the cores: what a change to
 the ranking path saves, measured in a few seconds.  Run it on two checkouts back to back to compare
 (the VM's speed drifts by a third between runs minutes apart).
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[4, 32, 256], help="batch sizes to measure")
     p.add_argument("--clicks", type=int, default=8000, help="clicks per batch size (after one warm-up batch)")
     p.add_argument("--order", choices=["interleaved", "session"], default="interleaved")
+    p.add_argument("--unpaced", action="store_true",
+                   help="read the registry's blobs unpaced (the worker paces them: Settings.registry_pacing)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
@@ -62,12 +66,15 @@ def main(argv: list[str] | None = None) -> int:
             client = redis.Redis.from_url(rds.address)
             settings = Settings(redis=rds.address, topic_prefix=prefix, torch_threads=1)
             publish_first_version(ModelRegistry(client, prefix), gru)
+            pacing = {} if args.unpaced else settings.registry_pacing()  # the worker reads paced
             store_args = dict(cache_size=settings.session_cache) \
                 if "cache_size" in inspect.signature(SessionStore).parameters else {}  # earlier releases: none
-            rec = OnlineRecommender(settings, ModelRegistry(client, prefix),
+            rec = OnlineRecommender(settings, ModelRegistry(client, prefix, **pacing),
                                     SessionStore(client, prefix, settings.session_ttl_s, settings.session_max_items,
                                                  **store_args), freeze_gc=True)
-            rec.process(clicks[:size], [time.time()] * size)  # loads the model and builds the index
+            t0 = time.perf_counter()
+            rec.process(clicks[:size], [time.time()] * size)  # reads and loads the version (a worker's start)
+            first_ms = (time.perf_counter() - t0) * 1000
             wall, cpu = [], []
             for start in range(size, size + args.clicks - size + 1, size):
                 batch = clicks[start: start + size]
@@ -76,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                 wall.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
             median = float(np.median(wall)) * 1000
-            rows.append({"batch": size, "batches": len(wall), "ms_per_batch": round(median, 2),
+            rows.append({"batch": size, "batches": len(wall), "first_batch_ms": round(first_ms, 1),
+                         "read_mb_s": pacing.get("read_mb_s"),
+                         "ms_per_batch": round(median, 2),
                          "cpu_ms_per_batch": round(float(np.median(cpu)) * 1000, 2),
                          "clicks_per_s": round(size / median * 1000)})
             print(f"batch {size}: {median:.2f} ms ({size / median * 1000:,.0f} clicks/s)", file=sys.stderr)
@@ -84,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         local.stop_pid(rds.pid)
     print(json.dumps({"benchmark": "stream_batch", "catalog_items": gru.n_items, "order": args.order,
                       "command": f"python -m bench.stream_batch --sizes {' '.join(map(str, args.sizes))} "
-                                 f"--clicks {args.clicks} --order {args.order}", "rows": rows}, indent=2))
+                                 f"--clicks {args.clicks} --order {args.order}" + (" --unpaced" if args.unpaced else ""),
+                      "rows": rows}, indent=2))
     return 0
 
 
