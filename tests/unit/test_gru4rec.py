@@ -128,6 +128,21 @@ def test_save_load_round_trip(tmp_path):
     assert emb.dtype == np.float32 and emb.shape == (30, 32) and bias.shape == (30,) and len(ids) == 30
 
 
+def test_item_ids_are_saved_as_one_tensor_and_the_older_list_still_loads(tmp_path):
+    """The ids travel as one uint8 tensor (the weights-only unpickler reads a list of strings op by op in Python);
+    a model saved with the plain list, as before, loads the same."""
+    gru = GRU4Rec(small(n_epochs=1), device="cpu").fit(cyclic_sessions())
+    gru.save(tmp_path / "m.pt")
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert "item_ids" not in blob and blob["item_ids_json"].dtype == torch.uint8
+    blob["item_ids"] = list(map(str, gru.item_ids))  # the format before
+    del blob["item_ids_json"]
+    torch.save(blob, tmp_path / "old.pt")
+    old, new = GRU4Rec.load(tmp_path / "old.pt"), GRU4Rec.load(tmp_path / "m.pt")
+    assert list(old.item_ids) == list(new.item_ids) == list(map(str, gru.item_ids))
+    assert new.item_embeddings()[2] == list(map(str, gru.item_ids))
+
+
 def test_unknown_items_map_to_minus_one_and_warm_start_adds_rows():
     gru = GRU4Rec(small(n_epochs=1), device="cpu").fit(cyclic_sessions())
     assert gru.item_indices(["0", "nope"]).tolist()[1] == -1
