@@ -74,7 +74,8 @@ def _trial(registry: ModelRegistry, cache: ModelCache, client: redis.Redis, gru,
     loader.join()
     if cache.model.name != version:
         raise RuntimeError(f"the cache did not switch to {version}")
-    return {"load_s": round(took["load_s"], 3), "load_cpu_s": round(took["load_cpu_s"], 3), "p50_ms": round(float(np.percentile(lat, 50)), 2),
+    return {"load_s": round(took["load_s"], 3), "load_cpu_s": round(took["load_cpu_s"], 3),
+            "p50_ms": round(float(np.percentile(lat, 50)), 2),
             "p99_ms": round(float(np.percentile(lat, 99)), 1), "max_ms": round(float(lat.max()), 1)}
 
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = redis.Redis.from_url(rds.address)
         client.set("bench:payload", b"x" * 2000)  # about a session state
-        registry = ModelRegistry(client, "bench-", **Settings().registry_pacing())  # reads paced, as serving's
+        registry = ModelRegistry(client, "bench-", **Settings().registry_pacing())  # paced reads, as serving's registry
         gru = diginetica_model(args.hidden)
         publish_first_version(registry, gru)
         cache = ModelCache(registry, freeze_gc=True)

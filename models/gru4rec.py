@@ -540,14 +540,17 @@ class GRU4Rec:
         assert self.model is not None, "the model is not trained"
         return (self.model.Wy.weight.detach().cpu().numpy().astype(np.float32),
                 self.model.By.weight.detach().cpu().numpy().astype(np.float32).ravel(),
-                list(map(str, self.item_ids.tolist())))
+                self._id_list())
+
+    def _id_list(self) -> list[str]:
+        return list(map(str, self.item_ids.tolist()))  # one C-level pass, no per-item pandas indexing
 
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | Path | BinaryIO, accumulators: bool = True) -> None:
         """The model; with its optimiser's ``accumulators`` (as large as the item weights) unless told not to."""
         assert self.model is not None, "the model is not trained"
-        torch.save({"params": asdict(self.params), "item_ids_json": _ids_tensor(list(map(str, self.item_ids.tolist()))),
+        torch.save({"params": asdict(self.params), "item_ids_json": _ids_tensor(self._id_list()),
                     "state_dict": self.model.state_dict(), "loss_history": self.loss_history,
                     "accumulators": self.accumulators if accumulators else {}}, path)
 
@@ -570,8 +573,8 @@ def _ids_tensor(ids: list[str]) -> torch.Tensor:
     """Item ids as one uint8 tensor holding their JSON list.
 
     torch's weights-only unpickler copies a tensor in one step, but reads a list of strings op by op in Python:
-    43k Diginetica ids took 0.36 s of a core, the bulk of a version switch's CPU, in the serving process beside
-    its requests (``python -m bench.model_switch_stall``)."""
+    for Diginetica's 43k ids that was most of a version switch's CPU, in the serving process beside its requests
+    (``python -m bench.model_switch_stall``'s ``load_cpu_s``: 0.22-0.37 s with the list, 0.09-0.21 s without)."""
     return torch.frombuffer(bytearray(orjson.dumps(ids)), dtype=torch.uint8)
 
 
